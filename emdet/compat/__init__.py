@@ -1,0 +1,83 @@
+"""Make detectron2 importable and complete, whichever detectron2 is installed.
+
+``import emdet`` calls :func:`ensure_detectron2` once. It
+
+* uses an official detectron2's compiled ``detectron2._C`` when one imports, or
+* installs :mod:`emdet.compat._C` as ``detectron2._C``: the rotated-box ops from
+  :mod:`emdet.ops` (pure PyTorch, CPU and CUDA), ``torch.ops.detectron2.nms_rotated``, and clear
+  ``NotImplementedError`` for deformable convolution.
+
+Source-level fixes for today's Pillow/numpy/setuptools are applied once, at install time, by
+``emdet/compat/install_detectron2.py``; this module only checks that they were.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+__all__ = ["ensure_detectron2", "has_compiled_ops", "detectron2_status"]
+
+_STATUS: str | None = None
+
+
+class Detectron2NotInstalled(ImportError):
+    pass
+
+
+def _install_hint() -> str:
+    return (
+        "Run `python emdet/compat/install_detectron2.py` in this environment (or the README's "
+        "set-up command) to install a patched detectron2 0.6."
+    )
+
+
+def ensure_detectron2() -> str:
+    """Make ``detectron2`` fully importable; return how (``"compiled"`` or ``"emdet.ops"``)."""
+    global _STATUS
+    if _STATUS is not None:
+        return _STATUS
+    spec = importlib.util.find_spec("detectron2")
+    if spec is None:
+        raise Detectron2NotInstalled("detectron2 is not installed. " + _install_hint())
+    if "detectron2._C" not in sys.modules:
+        try:
+            compiled = importlib.import_module("detectron2._C")
+            _STATUS = "compiled" if hasattr(compiled, "nms_rotated") else None
+        except ImportError:
+            _STATUS = None
+    elif getattr(sys.modules["detectron2._C"], "EMDET_PURE_PYTORCH", False):
+        _STATUS = "emdet.ops"
+    else:
+        _STATUS = "compiled"
+    if _STATUS is None:
+        marker = Path(spec.origin).with_name("EMDET_PATCHED")
+        if not marker.exists():
+            raise Detectron2NotInstalled(
+                f"detectron2 at {Path(spec.origin).parent} has no compiled ops and was not "
+                "patched for today's Pillow/numpy/setuptools. " + _install_hint()
+            )
+        from emdet.compat import _C
+
+        _C.register_torch_ops()
+        sys.modules["detectron2._C"] = _C
+        import detectron2
+
+        detectron2._C = _C
+        _STATUS = "emdet.ops"
+    return _STATUS
+
+
+def has_compiled_ops() -> bool:
+    """True when detectron2's own compiled extension is in use."""
+    return ensure_detectron2() == "compiled"
+
+
+def detectron2_status() -> str:
+    """One line for logs: which detectron2 and which ops are in use."""
+    import detectron2
+
+    how = ensure_detectron2()
+    ops = "compiled detectron2._C" if how == "compiled" else "emdet.ops (PyTorch)"
+    return f"detectron2 {detectron2.__version__} at {Path(detectron2.__file__).parent}, ops: {ops}"
