@@ -1,0 +1,137 @@
+"""emdet's configuration: detectron2's ``CfgNode`` plus the keys emdet adds.
+
+:func:`add_emdet_config` is the one place every emdet key is defined, each with a one-line comment.
+:func:`load_config` reads a YAML file (safe loader, ``_BASE_`` inheritance) and command-line
+overrides, and turns detectron2's terse errors into :class:`ConfigError` naming file and key.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+__all__ = ["ConfigError", "add_emdet_config", "get_emdet_cfg", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the file and the key."""
+
+
+def _add_input_config(cfg: CN) -> None:
+    cfg.INPUT.EM = CN()
+    # Intensity percentiles mapped to 0..255 when an image is loaded; [] maps min..max.
+    cfg.INPUT.EM.CLIP_PERCENTILES = [0.5, 99.5]
+    # Median filter size in pixels applied after loading (0 = off; Lin et al. use one).
+    cfg.INPUT.EM.MEDIAN_BLUR = 0
+    # Random 90-degree rotations during training (the seeds' augmentation).
+    cfg.INPUT.EM.ROT90 = True
+    # Random vertical flips during training (horizontal flips: INPUT.RANDOM_FLIP).
+    cfg.INPUT.EM.VFLIP = True
+    # Brightness jitter: intensity scaled by a factor drawn from [1 - B, 1 + B] (0 = off).
+    cfg.INPUT.EM.BRIGHTNESS = 0.0
+    # Contrast jitter around the mean: factor from [1 - C, 1 + C] (0 = off).
+    cfg.INPUT.EM.CONTRAST = 0.0
+    # Gamma drawn from [low, high] applied to intensities in 0..1 ([1, 1] = off).
+    cfg.INPUT.EM.GAMMA = [1.0, 1.0]
+    # Standard deviation of additive Gaussian noise in 0..255 units (0 = off).
+    cfg.INPUT.EM.NOISE_STD = 0.0
+    # Random crops of this many pixels (square) from images larger than it (0 = off).
+    cfg.INPUT.EM.CROP_SIZE = 0
+
+
+def _add_emdet_config(cfg: CN) -> None:
+    cfg.EMDET = CN()
+    # Folder with datasets/<name>/annotations/*.json; "" uses $EMDET_DATASETS or ./datasets.
+    cfg.EMDET.DATASETS_ROOT = ""
+    # Stop training with a clear error when the total loss is NaN/inf or exceeds this value.
+    cfg.EMDET.MAX_LOSS = 1.0e4
+
+
+def add_emdet_config(cfg: CN) -> CN:
+    """Add every emdet key (with its default) to a detectron2 config, in place; return it."""
+    _add_input_config(cfg)
+    _add_emdet_config(cfg)
+    return cfg
+
+
+def get_emdet_cfg() -> CN:
+    """detectron2's defaults plus emdet's keys; the device defaults to CUDA when present."""
+    import torch
+
+    cfg = add_emdet_config(get_cfg())
+    cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    return cfg
+
+
+_KEY_RE = re.compile(r"config key: ([\w.]+)|Non-existent config key: ([\w.]+)")
+
+
+def _key_from_error(err: Exception) -> str | None:
+    match = _KEY_RE.search(str(err))
+    return next((g for g in match.groups() if g), None) if match else None
+
+
+def _find_key_file(config_file: Path, key: str) -> Path:
+    """Which file in the ``_BASE_`` chain sets ``key`` (the given file if none is found)."""
+    chain: list[Path] = []
+    path: Path | None = config_file
+    while path is not None and path.is_file() and path not in chain:
+        chain.append(path)
+        base = (yaml.safe_load(path.read_text()) or {}).get("_BASE_")
+        path = (path.parent / base).resolve() if isinstance(base, str) else None
+    parts = key.split(".")
+    for candidate in chain:
+        node = yaml.safe_load(candidate.read_text()) or {}
+        for part in parts:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        else:
+            return candidate
+    return config_file
+
+
+def load_config(config_file: str | Path | None, opts: Sequence[str] = ()) -> CN:
+    """Read a config file and ``KEY VALUE`` overrides on top of :func:`get_emdet_cfg`.
+
+    Raises
+    ------
+    ConfigError
+        Missing or malformed file, unknown key or wrong value type; the message names the file
+        (the one in the ``_BASE_`` chain that sets the key) and the key.
+    """
+    cfg = get_emdet_cfg()
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            cfg.merge_from_file(str(path))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        except (KeyError, ValueError, AssertionError, TypeError) as e:
+            key = _key_from_error(e)
+            where = _find_key_file(path.resolve(), key) if key else path
+            what = f"key {key}: " if key else ""
+            raise ConfigError(f"{where}: {what}{_plain(e)}") from e
+    if opts:
+        if len(opts) % 2:
+            raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got {list(opts)}")
+        try:
+            cfg.merge_from_list(list(opts))
+        except (KeyError, ValueError, AssertionError, TypeError) as e:
+            key = _key_from_error(e)
+            what = f"key {key}: " if key else ""
+            raise ConfigError(f"command-line override {what}{_plain(e)}") from e
+    return cfg
+
+
+def _plain(err: Exception) -> str:
+    text = str(err.args[0]) if err.args else str(err)
+    if text.startswith("Non-existent config key"):
+        return "no such config key (check its spelling and section)"
+    return text
