@@ -110,7 +110,7 @@ def load_config(config_file: str | Path | None, opts: Sequence[str] = ()) -> CN:
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            cfg.merge_from_file(str(path))
+            cfg.merge_from_file(str(path), allow_unsafe=False)
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from e
         except (KeyError, ValueError, AssertionError, TypeError) as e:

@@ -45,9 +45,11 @@ def roi_align_rotated_backward(
 
 def _deform_unavailable(*args, **kwargs):
     raise NotImplementedError(
-        "Deformable convolution needs detectron2's compiled CUDA extension, which this "
-        "installation does not have (emdet runs detectron2 without C++ ops). Use a config "
-        "without MODEL.RESNETS.DEFORM_ON_PER_STAGE, or install detectron2 built from source."
+        "Deformable convolution on CUDA (and modulated deformable convolution anywhere) needs "
+        "detectron2's compiled extension, which this installation does not have: emdet runs "
+        "detectron2 0.6 without C++ ops (plain DeformConv on CPU works through torchvision). "
+        "Use a config without MODEL.RESNETS.DEFORM_ON_PER_STAGE, or install detectron2 built "
+        "from source."
     )
 
 
