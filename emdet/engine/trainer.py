@@ -2,6 +2,8 @@
 
 What differs:
 
+* images are read and augmented by :class:`emdet.data.mapper.EMDatasetMapper` (any EM format,
+  16-bit, the seeds' augmentations);
 * evaluation uses ``COCOEvaluator`` with the official pycocotools path when the compiled fast
   path is missing (see :mod:`emdet.compat`), and writes per-class AP;
 * TensorBoard logging is used only if ``tensorboard`` is installed (JSON and console always);
@@ -13,12 +15,13 @@ import importlib.util
 import logging
 import os
 
+from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
 from emdet.compat import has_compiled_ops
-from emdet.config import load_config
+from emdet.config import ConfigError, load_config
 
 __all__ = ["EMTrainer", "setup_cfg"]
 
@@ -33,6 +36,7 @@ def setup_cfg(args, *, default_setup_enabled: bool = True):
     """
     cfg = load_config(args.config_file, args.opts or ())
     _register_datasets(cfg)
+    check_datasets(cfg, args.config_file)
     cfg.freeze()
     if default_setup_enabled:
         default_setup(cfg, args)
@@ -47,8 +51,39 @@ def _register_datasets(cfg) -> None:
     register_all_from_root(cfg.EMDET.DATASETS_ROOT or None)
 
 
+def check_datasets(cfg, config_file: str = "") -> None:
+    """Fail early, naming the config and dataset, when a dataset in the config is unknown."""
+    known = set(DatasetCatalog.list())
+    for key in ("TRAIN", "TEST"):
+        for name in cfg.DATASETS[key]:
+            if name not in known:
+                emdet_sets = sorted(n for n in known if not n.startswith(("coco_", "lvis_", "voc_",
+                                    "cityscapes_", "ade20k_", "keypoints_coco_")))
+                raise ConfigError(
+                    f"{config_file or 'config'}: DATASETS.{key} names {name!r}, which is not "
+                    f"registered. Datasets found under the datasets root: {emdet_sets or 'none'}. "
+                    "Make a synthetic one with `python tools/make_synthetic.py --kind vesicles "
+                    "--output datasets/vesicles_synth`, convert yours with "
+                    "tools/convert_annotations.py, or set EMDET_DATASETS to their folder."
+                )
+
+
 class EMTrainer(DefaultTrainer):
     """DefaultTrainer for EM datasets; see the module docstring for what it changes."""
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        from emdet.data.mapper import EMDatasetMapper
+
+        return build_detection_train_loader(cfg, mapper=EMDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        from emdet.data.mapper import EMDatasetMapper
+
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=EMDatasetMapper(cfg, is_train=False)
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
