@@ -8,6 +8,7 @@ What differs from ``detectron2.data.DatasetMapper``:
   brightness/contrast/gamma jitter, Gaussian noise and random crops, all from ``INPUT.EM.*``;
 * rotated boxes (``BoxMode.XYWHA_ABS``) follow every geometric transform.
 """
+
 from __future__ import annotations
 
 import copy

@@ -5,6 +5,7 @@ rotated boxes ``(cx, cy, w, h, angle_deg)`` in detectron2's convention (angle co
 displayed, image y pointing down). Coordinates are continuous: pixel ``(r, c)`` covers
 ``[c, c+1] x [r, r+1]``.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,0 +1,879 @@
+"""Tests for emdet.data.converters: labelme / VOC / roLabelImg / LabelImg-KITTI / YOLO -> COCO,
+COCO -> labelme, splits, bad input, and the rotated-box convention against detectron2's."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from emdet.data.converters import (
+    CIRCLE_VERTICES,
+    AnnotationError,
+    ConversionError,
+    coco_to_labelme,
+    convert_annotations,
+    parse_split,
+    split_coco,
+    to_coco,
+)
+from emdet.data.converters._common import image_size
+from emdet.data.converters._geometry import (
+    circle_polygon,
+    normalize_rbox,
+    rbox_corners,
+    rolabelimg_corners,
+    rolabelimg_to_rbox,
+)
+
+# pycocotools' mask decoding warns under numpy 2; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
+
+REPO = Path(__file__).resolve().parents[2]
+W, H = 100, 80
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers that write files like a user's
+# --------------------------------------------------------------------------------------------
+def make_image(path: Path, w: int = W, h: int = H) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L", (w, h), 128).save(path)
+    return path
+
+
+def png_bytes(w: int, h: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (w, h), 7).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def shape(label, points, stype="polygon", group_id=None):
+    return {
+        "label": label,
+        "points": points,
+        "group_id": group_id,
+        "description": "",
+        "shape_type": stype,
+        "flags": {},
+    }
+
+
+def write_labelme(path: Path, image_path: str, shapes: list, w=W, h=H, image_data=None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "version": "5.2.1",
+        "flags": {},
+        "shapes": shapes,
+        "imagePath": image_path,
+        "imageData": image_data,
+        "imageHeight": h,
+        "imageWidth": w,
+    }
+    path.write_text(json.dumps(doc, indent=2))
+    return path
+
+
+def voc_xml(filename: str, objects: str, w=W, h=H) -> str:
+    return (
+        f"<annotation><folder>imgs</folder><filename>{filename}</filename>"
+        f"<path>/somewhere/else/{filename}</path><source><database>Unknown</database></source>"
+        f"<size><width>{w}</width><height>{h}</height><depth>1</depth></size>"
+        f"<segmented>0</segmented>{objects}</annotation>"
+    )
+
+
+def bndbox(name, x0, y0, x1, y1):
+    return (
+        f"<object><type>bndbox</type><name>{name}</name><pose>Unspecified</pose>"
+        f"<truncated>0</truncated><difficult>0</difficult><bndbox><xmin>{x0}</xmin>"
+        f"<ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+    )
+
+
+def robndbox(name, cx, cy, w, h, angle):
+    return (
+        f"<object><type>robndbox</type><name>{name}</name><pose>Unspecified</pose>"
+        f"<truncated>0</truncated><difficult>0</difficult><robndbox><cx>{cx}</cx><cy>{cy}</cy>"
+        f"<w>{w}</w><h>{h}</h><angle>{angle}</angle></robndbox></object>"
+    )
+
+
+def coco_of(path: Path) -> tuple[dict, COCO]:
+    """The JSON and pycocotools' view of it (which must load)."""
+    return json.loads(path.read_text()), COCO(str(path))
+
+
+def same_points(a, b, tol=1e-9) -> bool:
+    """True when two (N, 2) point sets are equal up to order."""
+    a, b = np.asarray(a, float).reshape(-1, 2), np.asarray(b, float).reshape(-1, 2)
+    d = np.linalg.norm(a[:, None] - b[None], axis=2)
+    return len(a) == len(b) and d.min(axis=1).max() < tol and d.min(axis=0).max() < tol
+
+
+# --------------------------------------------------------------------------------------------
+# labelme -> COCO
+# --------------------------------------------------------------------------------------------
+def test_labelme_every_shape_type_and_group_id(tmp_path, caplog):
+    make_image(tmp_path / "in" / "a.png")
+    write_labelme(
+        tmp_path / "in" / "a.json",
+        "a.png",
+        [
+            shape("cell", [[10, 10], [30, 10], [30, 20], [10, 20]]),
+            shape("rod", [[50, 40], [40, 30]], "rectangle"),
+            shape("particle", [[60, 60], [63, 64]], "circle"),  # radius 5
+            shape("particle", [[3, 70]], "point"),  # 10 px box clipped at x = 0
+            shape("scale bar", [[3, 70], [9, 9]], "line"),
+            shape("cell", [[60, 10], [70, 10], [70, 20]], group_id=1),
+            shape("cell", [[80, 10], [90, 10], [90, 20], [80, 20]], group_id=1),
+            shape("rod", [[20, 50], [30, 50], [25, 60]], group_id=1),  # same group, other label
+        ],
+    )
+    out = tmp_path / "out" / "coco.json"
+    report = convert_annotations(tmp_path / "in", out, "labelme", point_box_size=10, progress=False)
+    assert report.num_annotations == 6 and not report.skipped
+    assert any("line" in w and "a.json" in w for w in report.warnings)
+    assert "scale bar" in caplog.text
+    doc, api = coco_of(out)
+    assert doc["images"] == [{"id": 1, "file_name": "a.png", "width": W, "height": H}]
+    assert doc["categories"] == [
+        {"id": 1, "name": "cell", "supercategory": ""},
+        {"id": 2, "name": "particle", "supercategory": ""},
+        {"id": 3, "name": "rod", "supercategory": ""},
+    ]
+    a = doc["annotations"]
+    assert [x["category_id"] for x in a] == [1, 3, 2, 2, 1, 3]
+    assert all(x["iscrowd"] == 0 and x["image_id"] == 1 for x in a)
+    assert a[0]["bbox"] == [10, 10, 20, 10] and a[0]["area"] == 200
+    assert a[0]["segmentation"] == [[10, 10, 30, 10, 30, 20, 10, 20]]
+    assert a[1]["bbox"] == [40, 30, 10, 10] and a[1]["area"] == 100
+    assert a[1]["segmentation"] == [[40, 30, 50, 30, 50, 40, 40, 40]]
+    n = CIRCLE_VERTICES
+    assert a[2]["bbox"] == [55, 55, 10, 10] and a[2]["circle"] == [60, 60, 5]
+    assert a[2]["area"] == pytest.approx(0.5 * n * 25 * math.sin(2 * math.pi / n), rel=1e-12)
+    assert len(a[2]["segmentation"][0]) == 2 * n
+    assert a[3]["point"] == [3, 70] and a[3]["bbox"] == [0, 65, 8, 10] and a[3]["area"] == 80
+    assert a[3]["segmentation"] == [[0, 65, 8, 65, 8, 75, 0, 75]]
+    assert a[4]["bbox"] == [60, 10, 30, 10] and a[4]["area"] == 150
+    assert a[4]["segmentation"] == [[60, 10, 70, 10, 70, 20], [80, 10, 90, 10, 90, 20, 80, 20]]
+    assert a[5]["bbox"] == [20, 50, 10, 10] and a[5]["area"] == 50
+    # pycocotools rasterises every annotation
+    assert api.annToMask(api.loadAnns(5)[0]).sum() > 0
+
+
+def test_labelme_embedded_image_data_is_written_beside_output(tmp_path):
+    data = png_bytes(40, 30)
+    # labelme stores a TIFF's pixels as PNG in imageData: the file written must be a .png
+    write_labelme(
+        tmp_path / "in" / "b.json",
+        "gone/b.tif",
+        [shape("rod", [[1, 1], [5, 5]], "rectangle")],
+        w=40,
+        h=30,
+        image_data=base64.b64encode(data).decode(),
+    )
+    out = tmp_path / "out" / "coco.json"
+    report = convert_annotations(tmp_path / "in", out, "labelme", progress=False)
+    extracted = tmp_path / "out" / "coco_images" / "b.png"
+    assert report.extracted_images == [extracted.resolve()]
+    assert extracted.read_bytes() == data
+    doc, _ = coco_of(out)
+    assert doc["images"][0] == {
+        "id": 1,
+        "file_name": "../out/coco_images/b.png",
+        "width": 40,
+        "height": 30,
+    }
+    assert (
+        Path(doc["info"]["image_root"], doc["images"][0]["file_name"]).resolve()
+        == extracted.resolve()
+    )
+
+
+def test_labelme_embedded_image_data_goes_into_images_dir(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    write_labelme(
+        tmp_path / "in" / "b.json",
+        "b.png",
+        [],
+        w=40,
+        h=30,
+        image_data=base64.b64encode(png_bytes(40, 30)).decode(),
+    )
+    convert_annotations(
+        tmp_path / "in",
+        tmp_path / "c.json",
+        "labelme",
+        images_dir=tmp_path / "imgs",
+        progress=False,
+    )
+    assert (tmp_path / "imgs" / "b.png").is_file()
+    assert json.loads((tmp_path / "c.json").read_text())["images"][0]["file_name"] == "b.png"
+
+
+def test_labelme_image_path_relative_windows_style_and_tiff_size(tmp_path):
+    img = tmp_path / "images" / "em_01.tif"
+    img.parent.mkdir()
+    tifffile.imwrite(img, np.zeros((H, W), np.uint16))
+    write_labelme(
+        tmp_path / "json" / "em_01.json",
+        "..\\images\\em_01.tif",
+        [shape("rod", [[1, 2], [3, 4], [1, 4]])],
+    )
+    conv = to_coco(tmp_path / "json", "labelme", images_dir=tmp_path / "images")
+    assert conv.coco["images"][0]["file_name"] == "em_01.tif"
+    assert (conv.coco["images"][0]["width"], conv.coco["images"][0]["height"]) == (W, H)
+
+
+def test_image_size_reads_headers(tmp_path):
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((12, 34, 3), np.uint8), photometric="rgb")
+    assert image_size(tmp_path / "rgb.tif") == (34, 12)
+    Image.new("RGB", (21, 9)).save(tmp_path / "x.jpg")
+    assert image_size(tmp_path / "x.jpg") == (21, 9)
+
+
+# --------------------------------------------------------------------------------------------
+# VOC, roLabelImg, KITTI, YOLO -> COCO
+# --------------------------------------------------------------------------------------------
+def test_voc(tmp_path):
+    make_image(tmp_path / "a.png")
+    (tmp_path / "a.xml").write_text(
+        voc_xml("a.png", bndbox("rod", 10, 20, 40, 30) + bndbox("cell", "5.5", 6, 7.5, 9))
+    )
+    out = tmp_path / "out" / "voc.json"
+    convert_annotations(tmp_path, out, "voc", progress=False)
+    doc, _ = coco_of(out)
+    assert doc["images"] == [{"id": 1, "file_name": "a.png", "width": W, "height": H}]
+    rod, cell = doc["annotations"]
+    assert rod["bbox"] == [10, 20, 30, 10] and rod["area"] == 300 and rod["category_id"] == 2
+    assert rod["segmentation"] == [[10, 20, 40, 20, 40, 30, 10, 30]] and "rbox" not in rod
+    assert cell["bbox"] == [5.5, 6, 2, 3] and cell["area"] == 6 and cell["category_id"] == 1
+
+
+def test_voc_with_rotated_box_says_use_rolabelimg(tmp_path):
+    make_image(tmp_path / "a.png")
+    (tmp_path / "a.xml").write_text(voc_xml("a.png", robndbox("rod", 50, 40, 30, 10, 0.5)))
+    with pytest.raises(AnnotationError, match=r"a\.xml.*--format rolabelimg"):
+        to_coco(tmp_path, "voc")
+
+
+def test_rolabelimg(tmp_path):
+    make_image(tmp_path / "a.png")
+    objs = (
+        robndbox("rod", 50, 40, 30, 10, 0.5)
+        + bndbox("rod", 1, 2, 11, 7)
+        + robndbox("rod", 30, 30, 10, 30, 0.5)
+    )  # h > w: w/h swap in rbox
+    (tmp_path / "a.xml").write_text(voc_xml("a.png", objs))
+    out = tmp_path / "ro.json"
+    convert_annotations(tmp_path, out, "rolabelimg", progress=False)
+    doc, _ = coco_of(out)
+    rot, box, tall = doc["annotations"]
+    deg = math.degrees(0.5)
+    assert rot["rbox"] == pytest.approx([50, 40, 30, 10, -deg], abs=1e-9)
+    corners = rolabelimg_corners(50, 40, 30, 10, 0.5)
+    assert rot["segmentation"] == [pytest.approx(corners.ravel().tolist(), abs=1e-12)]
+    # hand-computed first corner: (-15, -5) rotated by the roLabelImg formula
+    c, s = math.cos(0.5), math.sin(0.5)
+    assert rot["segmentation"][0][:2] == pytest.approx([50 - 15 * c + 5 * s, 40 - 15 * s - 5 * c])
+    assert rot["area"] == pytest.approx(300)
+    assert rot["bbox"] == pytest.approx([*corners.min(0), *(corners.max(0) - corners.min(0))])
+    assert box["bbox"] == [1, 2, 10, 5] and box["rbox"] == [6, 4.5, 10, 5, 0]
+    assert tall["rbox"] == pytest.approx([30, 30, 30, 10, 90 - deg], abs=1e-9)
+
+
+def test_labelimg_kitti(tmp_path):
+    make_image(tmp_path / "img_7.png")
+    (tmp_path / "classes.txt").write_text("rod\nsphere\nunused\n")
+    corner_line = ",".join(repr(float(v)) for v in rolabelimg_corners(60, 50, 20, 8, 0.3).ravel())
+    (tmp_path / "img_7.txt").write_text(
+        "0 50 40 30 10 0.5 bent rod\n\n1 20 20 10 10 0\n" + corner_line + ",rod\n"
+    )
+    conv = to_coco(tmp_path, "labelimg-kitti")
+    names = [c["name"] for c in conv.coco["categories"]]
+    assert names == ["rod", "sphere", "unused"]  # every classes.txt name, sorted
+    rod, sphere, rod2 = conv.coco["annotations"]
+    assert rod["category_id"] == 1 and sphere["category_id"] == 2 and rod2["category_id"] == 1
+    assert rod["rbox"] == pytest.approx(list(rolabelimg_to_rbox(50, 40, 30, 10, 0.5)), abs=1e-9)
+    assert sphere["rbox"] == [20, 20, 10, 10, 0] and sphere["bbox"] == [15, 15, 10, 10]
+    assert rod2["rbox"] == pytest.approx(list(rolabelimg_to_rbox(60, 50, 20, 8, 0.3)), abs=1e-9)
+
+
+def test_yolo(tmp_path):
+    make_image(tmp_path / "a.png")
+    (tmp_path / "classes.txt").write_text("rod\ncell\n")
+    (tmp_path / "a.txt").write_text("0 0.5 0.5 0.2 0.25\n1 0.1 0.125 0.2 0.25\n")
+    out = tmp_path / "y.json"
+    convert_annotations(tmp_path, out, "yolo", classes=["rod", "cell"], progress=False)
+    doc, _ = coco_of(out)
+    a, b = doc["annotations"]
+    assert a["bbox"] == pytest.approx([40, 30, 20, 20]) and a["area"] == pytest.approx(400)
+    assert a["category_id"] == 1 and b["category_id"] == 2  # --classes order, not sorted
+    assert b["bbox"] == pytest.approx([0, 0, 20, 20])
+
+
+def test_classes_file_fixes_ids_and_rejects_unknown_labels(tmp_path):
+    make_image(tmp_path / "a.png")
+    write_labelme(tmp_path / "a.json", "a.png", [shape("rod", [[1, 1], [9, 9]], "rectangle")])
+    (tmp_path / "classes.txt").write_text("vesicle\n\nrod\n")
+    conv = to_coco(tmp_path, "labelme", classes=tmp_path / "classes.txt")
+    assert conv.coco["categories"][1] == {"id": 2, "name": "rod", "supercategory": ""}
+    assert conv.coco["annotations"][0]["category_id"] == 2
+    with pytest.raises(AnnotationError, match=r"a\.json.*'rod' is not in the classes file"):
+        to_coco(tmp_path, "labelme", classes=["vesicle"])
+    write_labelme(
+        tmp_path / "a.json",
+        "a.png",
+        [shape("rod", [[1, 1], [9, 9]], "rectangle"), shape("Rod ", [[1, 1], [9, 9]], "rectangle")],
+    )
+    conv = to_coco(tmp_path, "labelme")
+    assert [c["name"] for c in conv.coco["categories"]] == ["Rod", "rod"]
+    assert any("differ only in case" in w for w in conv.warnings)
+
+
+# --------------------------------------------------------------------------------------------
+# Rotated-box convention, pinned against detectron2
+# --------------------------------------------------------------------------------------------
+def d2_get_rotated_vertices(cx, cy, w, h, a):
+    """Line-by-line transcription of detectron2's C++ ``get_rotated_vertices``
+    (layers/csrc/box_iou_rotated/box_iou_rotated_utils.h)."""
+    theta = a * 0.01745329251
+    cos2, sin2 = math.cos(theta) * 0.5, math.sin(theta) * 0.5
+    p0 = (cx + sin2 * h + cos2 * w, cy + cos2 * h - sin2 * w)
+    p1 = (cx - sin2 * h + cos2 * w, cy - cos2 * h - sin2 * w)
+    return [p0, p1, (2 * cx - p0[0], 2 * cy - p0[1]), (2 * cx - p1[0], 2 * cy - p1[1])]
+
+
+def d2_visualizer_corners(rbox):
+    """Corners detectron2's own Visualizer draws for a rotated box."""
+    from detectron2.utils.visualizer import Visualizer
+
+    vis = Visualizer(np.zeros((8, 8, 3), np.uint8))
+    lines = []
+    vis.draw_line = lambda xs, ys, **kw: lines.append((xs[0], ys[0]))
+    vis.draw_rotated_box_with_label(tuple(rbox))
+    return lines
+
+
+ROTATED = [
+    (50, 40, 30, 10, 0.5),
+    (50, 40, 10, 30, 0.5),
+    (12, 7, 8, 3, 2.6),
+    (3, 4, 5, 2, -1.2),
+    (0, 0, 4, 4, 0.7),
+    (10, 10, 6, 2, math.pi / 2),
+    (1, 2, 9, 1, 0.0),
+]
+
+
+@pytest.mark.parametrize("ro", ROTATED)
+def test_rotation_convention_matches_detectron2(ro):
+    rbox = rolabelimg_to_rbox(*ro)
+    expected = rolabelimg_corners(*ro)
+    assert same_points(d2_get_rotated_vertices(*rbox), expected, tol=1e-6)  # C++ uses 1e-11 pi
+    assert same_points(d2_visualizer_corners(rbox), expected)
+    assert same_points(rbox_corners(rbox), expected)
+    cx, cy, w, h, t = rbox
+    assert w >= h and -90 <= t < 90 and (cx, cy) == (ro[0], ro[1])
+
+
+def test_rotation_convention_by_hand():
+    # detectron2's docstring example: (5, 3, 4, 2, 90) has corners (4, 5), (4, 1), (6, 1), (6, 5).
+    # A roLabelImg box turned 90 degrees counter-clockwise on screen has angle -pi/2.
+    rbox = rolabelimg_to_rbox(5, 3, 4, 2, -math.pi / 2)
+    assert rbox == pytest.approx((5, 3, 4, 2, -90))
+    assert same_points(rbox_corners(rbox), [(4, 5), (4, 1), (6, 1), (6, 5)], tol=1e-12)
+    # roLabelImg's positive angle turns clockwise on screen (y down) = negative in detectron2
+    assert rolabelimg_to_rbox(0, 0, 10, 2, 0.3)[4] == pytest.approx(-math.degrees(0.3))
+    ends = rolabelimg_corners(0, 0, 10, 0, 0.3)  # the right end of a line moves *down* (y > 0)
+    assert ends[1][1] > 0
+
+
+def test_rotation_convention_iou_when_rotated_ops_are_available():
+    import torch
+    from detectron2.layers.rotated_boxes import pairwise_iou_rotated
+
+    ro = (50.0, 40.0, 30.0, 10.0, 0.5)
+    rbox = torch.tensor([rolabelimg_to_rbox(*ro)])
+    raw = torch.tensor(
+        [
+            [50.0, 40.0, 30.0, 10.0, -math.degrees(0.5)],
+            [50.0, 40.0, 10.0, 30.0, 90 - math.degrees(0.5)],
+            [50.0, 40.0, 30.0, 10.0, +math.degrees(0.5)],
+        ]
+    )  # wrong sign
+    try:
+        iou = pairwise_iou_rotated(rbox, raw)[0]
+    except (AttributeError, NotImplementedError, RuntimeError) as exc:
+        pytest.skip(f"rotated IoU op not available yet: {exc}")
+    assert iou[0] == pytest.approx(1, abs=1e-4) and iou[1] == pytest.approx(1, abs=1e-4)
+    assert iou[2] < 0.5
+
+
+def test_private_rbox_helpers_agree_with_emdet_data_geometry():
+    # The converters keep private copies until they are merged with emdet.data.geometry.
+    geometry = pytest.importorskip("emdet.data.geometry")
+    for ro in ROTATED:
+        rbox = rolabelimg_to_rbox(*ro)
+        assert np.allclose(geometry.normalize_rbox([*ro[:4], -math.degrees(ro[4])]), rbox)
+        assert same_points(geometry.rbox_to_polygon(rbox), rbox_corners(rbox))
+
+
+def test_normalize_rbox_is_canonical_and_keeps_the_rectangle():
+    rng = np.random.default_rng(0)
+    for cx, cy, w, h, t in rng.uniform([-50, -50, 0.5, 0.5, -720], [50, 50, 40, 40, 720], (200, 5)):
+        n = normalize_rbox(cx, cy, w, h, t)
+        assert n[2] >= n[3] and -90 <= n[4] < 90
+        assert same_points(rbox_corners(n), rbox_corners((cx, cy, w, h, t)), tol=1e-9)
+    assert normalize_rbox(0, 0, 4, 2, 90) == (0, 0, 4, 2, -90)
+    assert normalize_rbox(0, 0, 4, 2, -180) == (0, 0, 4, 2, 0)
+
+
+def test_circle_polygon_extremes_are_exact():
+    p = circle_polygon(10.5, 20.25, 3.0)
+    assert p.shape == (CIRCLE_VERTICES, 2)
+    assert (p[:, 0].min(), p[:, 0].max(), p[:, 1].min(), p[:, 1].max()) == (7.5, 13.5, 17.25, 23.25)
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: error naming the file, no output
+# --------------------------------------------------------------------------------------------
+def _labelme_case(shapes, image="a.png", make=True, w=W, h=H):
+    def build(d: Path):
+        if make:
+            make_image(d / "a.png")
+        write_labelme(d / "bad.json", image, shapes, w=w, h=h)
+
+    return build
+
+
+def _text_case(name, text, *extra, image="a.png"):
+    def build(d: Path):
+        make_image(d / image)
+        (d / name).write_text(text)
+        for n, t in extra:
+            (d / n).write_text(t)
+
+    return build
+
+
+BAD = {
+    "malformed_json": ("labelme", _text_case("bad.json", '{"shapes": [,]}'), "not valid JSON"),
+    "not_labelme": ("labelme", _text_case("bad.json", '{"images": []}'), "no 'shapes' list"),
+    "malformed_xml": ("voc", _text_case("bad.xml", "<annotation><object>"), "not valid XML"),
+    "unknown_shape": (
+        "labelme",
+        _labelme_case([shape("x", [[1, 1], [5, 5]], "ellipse")]),
+        "unknown shape_type 'ellipse'",
+    ),
+    "polygon_2_points": (
+        "labelme",
+        _labelme_case([shape("x", [[1, 1], [5, 5]])]),
+        "polygon has 2 point",
+    ),
+    "box_outside": (
+        "labelme",
+        _labelme_case([shape("x", [[90, 70], [120, 90]], "rectangle")]),
+        "extends outside the image",
+    ),
+    "missing_image": (
+        "labelme",
+        _labelme_case([], image="nope.png", make=False),
+        "image not found",
+    ),
+    "size_mismatch": ("labelme", _labelme_case([], w=64), "imageWidth is 64"),
+    "zero_size_rectangle": (
+        "labelme",
+        _labelme_case([shape("x", [[5, 5], [5, 9]], "rectangle")]),
+        "zero size",
+    ),
+    "point_without_size": (
+        "labelme",
+        _labelme_case([shape("x", [[5, 5]], "point")]),
+        "--point-box-size",
+    ),
+    "degenerate_voc_box": (
+        "voc",
+        _text_case("bad.xml", voc_xml("a.png", bndbox("x", 5, 5, 5, 9))),
+        "zero size or is inverted",
+    ),
+    "voc_not_a_number": (
+        "voc",
+        _text_case("bad.xml", voc_xml("a.png", bndbox("x", "a", 5, 8, 9))),
+        r"<bndbox><xmin>",
+    ),
+    "voc_size_mismatch": (
+        "voc",
+        _text_case("bad.xml", voc_xml("a.png", "", w=99)),
+        r"<size><width> is 99",
+    ),
+    "yolo_wrong_count": (
+        "yolo",
+        _text_case("bad.txt", "0 0.5 0.5 0.1\n", ("classes.txt", "x\n"), image="bad.png"),
+        "expected 5",
+    ),
+    "yolo_pixels": (
+        "yolo",
+        _text_case("a.txt", "0 50 40 10 10\n", ("classes.txt", "x\n")),
+        "look like pixels",
+    ),
+    "kitti_bad_index": (
+        "labelimg-kitti",
+        _text_case("a.txt", "3 50 40 10 5 0.1\n", ("classes.txt", "x\n")),
+        "class index 3",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_names_the_file_and_writes_nothing(tmp_path, case):
+    fmt, build, message = BAD[case]
+    src = tmp_path / "in"
+    src.mkdir()
+    build(src)
+    out = tmp_path / "out" / "coco.json"
+    with pytest.raises(AnnotationError) as info:
+        convert_annotations(src, out, fmt, split="train=0.5,val=0.5", progress=False)
+    text = str(info.value)
+    bad_file = info.value.file
+    assert Path(bad_file).name in text and Path(bad_file).name in (
+        "bad.json",
+        "bad.xml",
+        "bad.txt",
+        "a.txt",
+    )
+    assert re.search(message, text)
+    assert "--skip-invalid" in text
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_skip_invalid_lists_what_was_skipped(tmp_path):
+    make_image(tmp_path / "good.png")
+    write_labelme(
+        tmp_path / "good.json",
+        "good.png",
+        [
+            shape("rod", [[1, 1], [9, 9]], "rectangle"),
+            shape("rod", [[1, 1], [9, 9]]),  # 2-point polygon
+            shape("rod", [[90, 70], [130, 79]], "rectangle"),  # outside
+        ],
+    )
+    (tmp_path / "broken.json").write_text("{")
+    write_labelme(tmp_path / "orphan.json", "orphan.png", [])
+    out = tmp_path / "out.json"
+    report = convert_annotations(tmp_path, out, "labelme", skip_invalid=True, progress=False)
+    assert report.num_images == 1 and report.num_annotations == 1
+    got = [(Path(s.file).name, s.object, s.reason) for s in report.skipped]
+    assert [g[:2] for g in got] == [
+        ("broken.json", "(whole file)"),
+        ("good.json", "shape 2 ('rod', polygon)"),
+        ("good.json", "shape 3 ('rod', rectangle)"),
+        ("orphan.json", "(whole file)"),
+    ]
+    assert "at least 3" in got[1][2] and "image not found" in got[3][2]
+    assert "outside the image" in got[2][2]
+    doc, _ = coco_of(out)
+    assert [s["object"] for s in doc["info"]["skipped"]] == [g[1] for g in got]
+
+
+def test_tolerance_and_clip_to_image(tmp_path):
+    make_image(tmp_path / "a.png")
+    write_labelme(
+        tmp_path / "a.json",
+        "a.png",
+        [
+            shape("rod", [[0, 0], [100.5, 80]], "rectangle"),  # within 1 px: clamped
+            shape("rod", [[90, 70], [110, 90]], "rectangle"),
+            shape("cell", [[90, 10], [110, 10], [110, 20], [90, 20]]),
+        ],
+    )
+    with pytest.raises(AnnotationError, match="shape 2"):
+        to_coco(tmp_path, "labelme")
+    a = to_coco(tmp_path, "labelme", clip_to_image=True).coco["annotations"]
+    assert a[0]["bbox"] == [0, 0, 100, 80]
+    assert a[1]["bbox"] == [90, 70, 10, 10] and a[1]["area"] == 100
+    assert a[2]["bbox"] == [90, 10, 10, 10] and a[2]["area"] == 100
+
+
+# --------------------------------------------------------------------------------------------
+# Splits
+# --------------------------------------------------------------------------------------------
+def test_split_is_seeded_and_complete(tmp_path):
+    src = tmp_path / "in"
+    (src).mkdir()
+    (src / "classes.txt").write_text("rod\n")
+    for i in range(10):
+        make_image(src / f"im{i}.png", 8, 8)
+        (src / f"im{i}.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    out = tmp_path / "out" / "rods.json"
+    report = convert_annotations(
+        src, out, "yolo", split="train=0.7,val=0.3", seed=1, progress=False
+    )
+    assert report.outputs == [out, out.with_name("train.json"), out.with_name("val.json")]
+    full = json.loads(out.read_text())
+    train, val = (json.loads(p.read_text()) for p in report.outputs[1:])
+    assert (len(train["images"]), len(val["images"])) == (7, 3)
+    ids = lambda d: {im["id"] for im in d["images"]}  # noqa: E731
+    assert ids(train) | ids(val) == ids(full) and not ids(train) & ids(val)
+    assert {a["image_id"] for a in val["annotations"]} == ids(val)
+    assert val["info"]["split"] == "val" and val["info"]["seed"] == 1
+    first = [p.read_bytes() for p in report.outputs]
+    convert_annotations(src, out, "yolo", split="train=0.7,val=0.3", seed=1, progress=False)
+    assert [p.read_bytes() for p in report.outputs] == first
+    other = split_coco(full, {"train": 0.7, "val": 0.3}, seed=2)
+    assert ids(other["val"]) != ids(val)
+    three = split_coco(full, {"a": 0.34, "b": 0.33, "c": 0.33}, seed=0)
+    assert [len(p["images"]) for p in three.values()] == [4, 3, 3]
+
+
+def test_split_name_must_not_be_the_output_name(tmp_path):
+    make_image(tmp_path / "a.png")
+    write_labelme(tmp_path / "a.json", "a.png", [])
+    with pytest.raises(ConversionError, match="all.json"):
+        convert_annotations(
+            tmp_path,
+            tmp_path / "out" / "train.json",
+            "labelme",
+            split="train=0.5,val=0.5",
+            progress=False,
+        )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["train=0.8,val=0.3", "train:0.8,val:0.2", "train=0.5,train=0.5", "train=-0.2,val=1.2", ""],
+)
+def test_parse_split_rejects_bad_text(text):
+    with pytest.raises(ConversionError, match="split"):
+        parse_split(text)
+    assert parse_split("train=0.8, val=0.2") == {"train": 0.8, "val": 0.2}
+
+
+# --------------------------------------------------------------------------------------------
+# COCO -> labelme, round trip
+# --------------------------------------------------------------------------------------------
+def test_round_trip_labelme_coco_labelme_coco(tmp_path):
+    images = tmp_path / "images"
+    make_image(images / "a.png")
+    make_image(images / "b.png", 60, 50)
+    write_labelme(
+        tmp_path / "lm1" / "a.json",
+        "../images/a.png",
+        [
+            shape("cell", [[10.25, 10], [30, 10.5], [30, 20], [12, 22]]),
+            shape("rod", [[50, 40], [40, 30]], "rectangle"),
+            shape("particle", [[60, 60], [63, 64]], "circle"),
+            shape("particle", [[3.5, 70.25]], "point"),
+            shape("cell", [[60, 10], [70, 10], [70, 20]], group_id=4),
+            shape("cell", [[80, 10], [90, 10], [90, 20], [80, 20]], group_id=4),
+        ],
+    )
+    write_labelme(tmp_path / "lm1" / "b.json", "../images/b.png", [], w=60, h=50)
+    opts = dict(images_dir=images, point_box_size=6)
+    first = tmp_path / "first.json"
+    convert_annotations(tmp_path / "lm1", first, "labelme", progress=False, **opts)
+    written = coco_to_labelme(first, tmp_path / "lm2", progress=False)
+    assert [p.name for p in written] == ["a.json", "b.json"]
+    lm = json.loads((tmp_path / "lm2" / "a.json").read_text())
+    assert lm["imagePath"] == "../images/a.png" and lm["imageData"] is None
+    assert [s["shape_type"] for s in lm["shapes"]] == [
+        "polygon",
+        "rectangle",
+        "circle",
+        "point",
+        "polygon",
+        "polygon",
+    ]
+    assert [s["group_id"] for s in lm["shapes"]] == [None, None, None, None, 1, 1]
+    second = to_coco(tmp_path / "lm2", "labelme", **opts).coco
+    a = json.loads(first.read_text())
+    for key in ("images", "annotations", "categories"):
+        assert second[key] == a[key], key
+
+
+def test_predictions_to_labelme(tmp_path):
+    make_image(tmp_path / "images" / "p.png", 40, 30)
+    mask = np.zeros((30, 40), np.uint8, order="F")
+    mask[10:20, 5:15] = 1
+    rle = mask_utils.encode(mask)
+    rle["counts"] = rle["counts"].decode()
+    dataset = {
+        "images": [{"id": 7, "file_name": "p.png", "width": 40, "height": 30}],
+        "categories": [{"id": 1, "name": "vesicle"}, {"id": 2, "name": "rod"}],
+    }
+    detections = [
+        {
+            "image_id": 7,
+            "category_id": 1,
+            "segmentation": rle,
+            "bbox": [5, 10, 10, 10],
+            "score": 0.91,
+        },
+        {
+            "image_id": 7,
+            "category_id": 2,
+            "rbox": [20, 15, 10, 4, 30],
+            "bbox": [0, 0, 1, 1],
+            "segmentation": [],
+            "score": 0.8,
+        },
+        {"image_id": 7, "category_id": 2, "bbox": [1, 2, 3, 4], "score": 0.2},
+        {"image_id": 7, "category_id": 2, "bbox": [30, 15, 8, 2, -45], "score": 0.7},  # rotated
+    ]
+    (tmp_path / "results.json").write_text(json.dumps(detections))
+    (tmp_path / "val.json").write_text(json.dumps(dataset))
+    with pytest.raises(ConversionError, match="--dataset"):
+        coco_to_labelme(tmp_path / "results.json", tmp_path / "lm", progress=False)
+    coco_to_labelme(
+        tmp_path / "results.json",
+        tmp_path / "lm",
+        dataset=tmp_path / "val.json",
+        images_dir=tmp_path / "images",
+        min_score=0.5,
+        progress=False,
+    )
+    shapes = json.loads((tmp_path / "lm" / "p.json").read_text())["shapes"]
+    assert [(s["label"], s["shape_type"], s["description"]) for s in shapes] == [
+        ("vesicle", "polygon", "score=0.91"),
+        ("rod", "polygon", "score=0.8"),
+        ("rod", "polygon", "score=0.7"),
+    ]
+    assert same_points(shapes[0]["points"], [(5.5, 10.5), (5.5, 19.5), (14.5, 19.5), (14.5, 10.5)])
+    assert same_points(shapes[1]["points"], rbox_corners([20, 15, 10, 4, 30]))
+    assert same_points(shapes[2]["points"], rbox_corners([30, 15, 8, 2, -45]))
+    with pytest.raises(ConversionError, match="--overwrite"):
+        coco_to_labelme(
+            {**dataset, "annotations": []},
+            tmp_path / "lm",
+            images_dir=tmp_path / "images",
+            progress=False,
+        )
+    coco_to_labelme(
+        {**dataset, "annotations": detections[2:]},
+        tmp_path / "lm",
+        images_dir=tmp_path / "images",
+        overwrite=True,
+        progress=False,
+    )
+    shapes = json.loads((tmp_path / "lm" / "p.json").read_text())["shapes"]
+    assert shapes[0]["shape_type"] == "rectangle" and shapes[0]["points"] == [[1, 2], [4, 6]]
+    # ...and the corrected labelme files convert back
+    assert len(to_coco(tmp_path / "lm", "labelme").coco["annotations"]) == 2
+
+
+def test_output_loads_with_the_project_dataset_loader(tmp_path):
+    datasets = pytest.importorskip("emdet.data.datasets")
+    images = tmp_path / "rods" / "images"
+    make_image(images / "a.png")
+    (tmp_path / "xml").mkdir()
+    (tmp_path / "xml" / "a.xml").write_text(
+        voc_xml("a.png", robndbox("rod", 50, 40, 30, 10, 0.5) + bndbox("rod", 1, 2, 11, 7))
+    )
+    out = tmp_path / "rods" / "annotations" / "all.json"
+    convert_annotations(
+        tmp_path / "xml", out, "rolabelimg", images_dir=images, split="train=1", progress=False
+    )
+    records = datasets.load_em_coco_json(out.with_name("train.json"), images, rotated=True)
+    boxes = [obj["bbox"] for obj in records[0]["annotations"]]
+    assert boxes[0] == pytest.approx(list(rolabelimg_to_rbox(50, 40, 30, 10, 0.5)))
+    assert boxes[1] == [6, 4.5, 10, 5, 0]
+    make_image(tmp_path / "pts" / "p.png")
+    write_labelme(tmp_path / "pts" / "p.json", "p.png", [shape("np", [[20, 30]], "point")])
+    convert_annotations(
+        tmp_path / "pts", tmp_path / "p.json", "labelme", point_box_size=8, progress=False
+    )
+    records = datasets.load_em_coco_json(
+        tmp_path / "p.json", tmp_path / "pts", evaluator_type="points"
+    )
+    assert records[0]["annotations"][0]["point"] == [20, 30]
+    assert records[0]["annotations"][0]["bbox"] == [16, 26, 8, 8]
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+def test_cli_subprocess(tmp_path):
+    make_image(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "a.xml").write_text(voc_xml("a.png", robndbox("rod", 50, 40, 30, 10, 0.5)))
+    out = tmp_path / "out" / "rods.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "convert_annotations.py"),
+            "--format",
+            "rolabelimg",
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(out),
+            "--split",
+            "train=0.5,val=0.5",
+            "--seed",
+            "3",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and out.with_name("train.json").is_file()
+    assert json.loads(out.read_text())["annotations"][0]["rbox"][4] == pytest.approx(
+        -math.degrees(0.5)
+    )
+
+
+def test_cli_main_reports_errors(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "convert_annotations", REPO / "tools" / "convert_annotations.py"
+    )
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(
+            [
+                "--format",
+                "labelme",
+                "--input",
+                str(tmp_path),
+                "--output",
+                str(tmp_path / "o.json"),
+                "--no-progress",
+            ]
+        )
+    assert exit_info.value.code == 1
+    assert "bad.json" in capsys.readouterr().err and not (tmp_path / "o.json").exists()
+    (tmp_path / "bad.json").unlink()
+    make_image(tmp_path / "a.png")
+    write_labelme(tmp_path / "a.json", "a.png", [shape("x", [[1, 1], [2, 2]])])
+    cli.main(
+        [
+            "--format",
+            "labelme",
+            "--input",
+            str(tmp_path),
+            "--output",
+            str(tmp_path / "o.json"),
+            "--no-progress",
+            "--skip-invalid",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert "Skipped 1" in err and "a.json: shape 1 ('x', polygon)" in err

@@ -1,0 +1,166 @@
+#!/usr/bin/env python
+"""Convert annotation folders to COCO JSON, or a COCO file (e.g. predictions) back to labelme.
+
+Examples::
+
+    # roLabelImg XML -> COCO, with a reproducible 80/20 train/val split
+    python tools/convert_annotations.py --format rolabelimg --input labels/ \\
+        --output datasets/rods/annotations/all.json --images datasets/rods/images/ \\
+        --split train=0.8,val=0.2 --seed 0
+    # writes all.json, train.json and val.json in datasets/rods/annotations/
+
+    # labelme points become 24 px boxes; skip broken shapes instead of stopping
+    python tools/convert_annotations.py --format labelme --input particles/ \\
+        --output coco/particles.json --point-box-size 24 --skip-invalid
+
+    # predictions -> one labelme file per image, to correct them in labelme
+    python tools/convert_annotations.py --to labelme --input output/coco_instances_results.json \\
+        --dataset coco/nanorods_val.json --output to_correct/ --min-score 0.5
+
+All logic lives in :mod:`emdet.data.converters`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from emdet.data.converters import (
+    FORMATS,
+    ConversionError,
+    coco_to_labelme,
+    convert_annotations,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Convert labelme / LabelImg / roLabelImg annotations to COCO JSON, or a COCO "
+        "file back to labelme (--to labelme).",
+        epilog="examples:" + __doc__.split("Examples::", 1)[1].split("All logic", 1)[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--format", choices=list(FORMATS), help="format of the input annotations")
+    mode.add_argument(
+        "--to", choices=["labelme"], help="convert the COCO file given as --input to this format"
+    )
+    p.add_argument(
+        "--input", required=True, help="folder of annotation files; with --to: the COCO JSON file"
+    )
+    p.add_argument(
+        "--output",
+        required=True,
+        help="COCO JSON file to write; with --to: folder for the labelme files",
+    )
+    p.add_argument(
+        "--images",
+        default=None,
+        help="folder with the images (COCO file_name is relative to it); default: the "
+        "input folder (with --to: the COCO file's info.image_root or its folder)",
+    )
+    p.add_argument(
+        "--classes",
+        default=None,
+        help="text file with one class name per line; fixes category ids 1..N in this "
+        "order (default: sorted names found)",
+    )
+    p.add_argument(
+        "--point-box-size",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="side in pixels of the square box around labelme points",
+    )
+    p.add_argument(
+        "--split",
+        default=None,
+        metavar="NAME=FRAC,...",
+        help="also write NAME.json beside --output per split, e.g. train=0.8,val=0.2",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the shuffle for --split (default 0)"
+    )
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip bad objects/files, list them at the end and in the output's info",
+    )
+    p.add_argument(
+        "--clip-to-image",
+        action="store_true",
+        help="clip objects that extend outside the image instead of stopping",
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="with --to: COCO file with the images and categories of a detections "
+        "list (detectron2's coco_instances_results.json)",
+    )
+    p.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help="with --to: leave out annotations with a lower score",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="with --to: replace existing labelme files"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        if args.to:
+            written = coco_to_labelme(
+                args.input,
+                args.output,
+                images_dir=args.images,
+                dataset=args.dataset,
+                min_score=args.min_score,
+                overwrite=args.overwrite,
+                progress=not args.no_progress,
+            )
+            print(f"Wrote {len(written)} labelme file(s) to {args.output}")
+            return
+        report = convert_annotations(
+            args.input,
+            args.output,
+            args.format,
+            images_dir=args.images,
+            classes=args.classes,
+            point_box_size=args.point_box_size,
+            split=args.split,
+            seed=args.seed,
+            skip_invalid=args.skip_invalid,
+            clip_to_image=args.clip_to_image,
+            progress=not args.no_progress,
+        )
+    except ConversionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(
+        f"Wrote {report.num_images} image(s), {report.num_annotations} annotation(s): "
+        + ", ".join(map(str, report.outputs))
+    )
+    if report.extracted_images:
+        print(
+            f"Wrote {len(report.extracted_images)} images embedded in labelme files to "
+            f"{report.extracted_images[0].parent}"
+        )
+    if report.skipped:
+        print(
+            f"Skipped {len(report.skipped)} invalid objects/files (also listed in the output's "
+            "info.skipped):",
+            file=sys.stderr,
+        )
+        for s in report.skipped:
+            print(f"  {s}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
