@@ -26,6 +26,7 @@ setup(
         "imagecodecs>=2023.1",
         "mrcfile>=1.4",
         "rosettasciio>=0.4",
+        "h5py>=3.8",  # EMD (Velox, NCEM) files
         "pyyaml>=6",
         "tqdm>=4.60",
         # detectron2 0.6's own pure-Python dependencies (its setup.py cannot run without C++).

@@ -42,20 +42,21 @@ class EMDatasetMapper(DatasetMapper):
         ret["median_blur"] = cfg.INPUT.EM.MEDIAN_BLUR
         return ret
 
-    def read(self, file_name: str) -> np.ndarray:
-        """HxWx3 uint8 image for the model, from any format emdet reads."""
+    def read(self, file_name: str, page: int | None = None) -> np.ndarray:
+        """HxWx3 uint8 image for the model, from any format emdet reads (``page`` of a stack)."""
         from emdet.data.io import load_for_detectron2
 
         return load_for_detectron2(
             file_name,
             format=self.image_format,
+            page=page,
             clip_percentiles=self.clip_percentiles,
             median_blur=self.median_blur,
         )
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = self.read(dataset_dict["file_name"])
+        image = self.read(dataset_dict["file_name"], dataset_dict.get("page"))
         utils.check_image_size(dataset_dict, image)
         sem_seg_gt = None
         if "sem_seg_file_name" in dataset_dict:
