@@ -1,0 +1,27 @@
+"""Seeded synthetic EM data sets in the layout of real ones, for tests, demos and smoke training.
+
+Five kinds, each modelled on a seed paper: ``vesicles`` (TEM bright field, polygons),
+``nanorods`` (HAADF-STEM, rotated boxes), ``merons`` (labyrinth domains, points), ``graphene``
+(HRTEM, semantic masks + contamination instances) and ``atoms`` (low-dose atomic columns,
+points + label masks). :func:`make_synthetic` writes a data set folder;
+:func:`generate_image` returns one image and its ground truth in memory.
+
+    >>> from emdet.data.synthetic import make_synthetic
+    >>> make_synthetic("nanorods", num=5, size=256, seed=0, output="datasets/nanorods_synth")
+"""
+
+# Importing the generator modules registers their kinds.
+from emdet.data.synthetic import _atoms, _graphene, _merons, _nanorods, _vesicles  # noqa: F401
+from emdet.data.synthetic._base import SYNTHETIC_KINDS, Instance, SyntheticImage, SyntheticKind
+from emdet.data.synthetic._writer import DEFAULT_SPLIT, generate_image, make_synthetic, parse_split
+
+__all__ = [
+    "DEFAULT_SPLIT",
+    "SYNTHETIC_KINDS",
+    "Instance",
+    "SyntheticImage",
+    "SyntheticKind",
+    "generate_image",
+    "make_synthetic",
+    "parse_split",
+]
