@@ -6,6 +6,8 @@ What differs:
   16-bit, the seeds' augmentations);
 * evaluation uses ``COCOEvaluator`` with the official pycocotools path when the compiled fast
   path is missing (see :mod:`emdet.compat`), and writes per-class AP;
+* checkpoints are written atomically (:class:`emdet.engine.checkpoint.AtomicCheckpointer`), so
+  ``--resume`` after a kill always finds a complete one;
 * TensorBoard logging is used only if ``tensorboard`` is installed (JSON and console always);
 * a diverging loss stops training with the iteration and a suggestion, not a bare NaN trace.
 """
@@ -21,6 +23,7 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
 from emdet.compat import has_compiled_ops
+from emdet.engine.checkpoint import AtomicCheckpointer
 from emdet.config import ConfigError, load_config
 
 __all__ = ["EMTrainer", "setup_cfg"]
@@ -91,6 +94,17 @@ class EMTrainer(DefaultTrainer):
         return COCOEvaluator(
             dataset_name, output_dir=output_folder, use_fast_impl=has_compiled_ops()
         )
+
+    def build_hooks(self):
+        # DefaultTrainer made a plain DetectionCheckpointer just before calling this; the
+        # checkpoint hook built below must get the atomic one.
+        self.checkpointer = AtomicCheckpointer(
+            self.checkpointer.model,
+            self.cfg.OUTPUT_DIR,
+            save_to_disk=self.checkpointer.save_to_disk,
+            **self.checkpointer.checkpointables,
+        )
+        return super().build_hooks()
 
     def build_writers(self):
         writers = [
