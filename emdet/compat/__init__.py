@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 
 __all__ = ["ensure_detectron2", "has_compiled_ops", "detectron2_status"]
@@ -38,6 +39,11 @@ def ensure_detectron2() -> str:
     global _STATUS
     if _STATUS is not None:
         return _STATUS
+    # detectron2 0.6 decorates helpers with torch.jit.script, which torch >= 2.10 flags on every
+    # import; the scripted helpers still work, so the notice is noise for users.
+    warnings.filterwarnings(
+        "ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning
+    )
     spec = importlib.util.find_spec("detectron2")
     if spec is None:
         raise Detectron2NotInstalled("detectron2 is not installed. " + _install_hint())

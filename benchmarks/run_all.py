@@ -1,0 +1,107 @@
+"""Run every ``benchmarks/bench_*.py`` and print one table; also write ``results/latest.json``.
+
+Usage::
+
+    python benchmarks/run_all.py [--quick] [--only NAME] [--threads N]
+
+``ratio`` is the speed-up of emdet over the baseline measured in the same run (> 1: emdet is
+faster); ``peak_mem_MB`` is emdet's peak extra memory for one call (see ``_common.py``).
+
+On a machine shared with other busy jobs, PyTorch's OpenMP threads spin while they wait for each
+other and ops made of many small kernels can slow down 50-100 times (seen here: 4 ms became 260 ms
+with 2 threads on 2 busy cores). Run with ``OMP_WAIT_POLICY=PASSIVE`` in the environment, or
+``--threads 1``; the JSON records the load average and both settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import COLUMNS, load_module, machine  # noqa: E402
+
+
+def discover(only: str | None = None) -> list[Path]:
+    """The ``bench_*.py`` files, or those whose name contains ``only``."""
+    files = sorted(HERE.glob("bench_*.py"))
+    if only:
+        files = [f for f in files if only in f.stem]
+    return files
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 1e5:
+            return f"{value:.3g}"
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        return f"{value:.3g}"
+    return str(value)
+
+
+def format_table(rows: list[dict]) -> str:
+    """Plain-text table with the :data:`COLUMNS`, notes listed below it."""
+    cells = [COLUMNS] + [[_fmt(r.get(c)) for c in COLUMNS] for r in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    notes = [
+        f"[{i}] {r['benchmark']} / {r['case']}: {r['note']}"
+        for i, r in enumerate(rows)
+        if r.get("note")
+    ]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller baselines, fewer repeats")
+    parser.add_argument("--only", help="run only benchmarks whose file name contains this")
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's own choice)"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        os.environ["EMDET_BENCH_THREADS"] = str(args.threads)  # for the memory subprocesses
+
+    files = discover(args.only)
+    if not files:
+        raise SystemExit(f"no benchmarks/bench_*.py matches --only {args.only!r}")
+    rows: list[dict] = []
+    start = time.time()
+    for path in files:
+        print(f"running {path.name} ...", file=sys.stderr, flush=True)
+        rows.extend(load_module(path).run(quick=args.quick))
+    print(format_table(rows))
+
+    out = HERE / "results" / "latest.json"
+    out.parent.mkdir(exist_ok=True)
+    payload = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "quick": args.quick,
+        "seconds": round(time.time() - start, 1),
+        "machine": machine(),
+        "rows": rows,
+    }
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwrote {out.relative_to(HERE.parent)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
