@@ -46,13 +46,14 @@ class EMDatasetMapper(DatasetMapper):
         """HxWx3 uint8 image for the model, from any format emdet reads (``page`` of a stack)."""
         from emdet.data.io import load_for_detectron2
 
-        return load_for_detectron2(
+        image = load_for_detectron2(
             file_name,
             format=self.image_format,
             page=page,
             clip_percentiles=self.clip_percentiles,
             median_blur=self.median_blur,
         )
+        return image if image.flags.writeable else image.copy()
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
