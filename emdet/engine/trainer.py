@@ -17,7 +17,12 @@ import importlib.util
 import logging
 import os
 
-from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (
+    DatasetCatalog,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
@@ -90,7 +95,19 @@ class EMTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        """COCO AP for ``coco`` datasets; rotated-box AP for datasets marked ``rotated``."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
+        if evaluator_type == "rotated":
+            from emdet.evaluation.rotated import RotatedCOCOEvaluator
+
+            return RotatedCOCOEvaluator(dataset_name, output_dir=output_folder)
+        if evaluator_type != "coco":
+            raise ValueError(
+                f"dataset {dataset_name} has evaluator_type {evaluator_type!r}; tools/train_net.py "
+                "evaluates instance datasets ('coco' or 'rotated'). Dense datasets are trained "
+                "with tools/train_unet.py."
+            )
         return COCOEvaluator(
             dataset_name, output_dir=output_folder, use_fast_impl=has_compiled_ops()
         )
