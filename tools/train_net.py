@@ -9,11 +9,13 @@
 import sys
 
 import emdet  # noqa: F401  (makes detectron2 complete before it is imported)
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
 
 from emdet.config import ConfigError
+from emdet.data.datasets import DatasetFormatError
 from emdet.engine import EMTrainer, setup_cfg
+from emdet.engine.checkpoint import AtomicCheckpointer
+from emdet.engine.weights import WeightsError
 
 
 def setup(args):
@@ -24,7 +26,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = EMTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         return EMTrainer.test(cfg, model)
@@ -46,3 +48,5 @@ if __name__ == "__main__":
         )
     except ConfigError as e:
         sys.exit(f"config error: {e}")
+    except (DatasetFormatError, WeightsError) as e:
+        sys.exit(f"error: {e}")

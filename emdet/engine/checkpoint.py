@@ -1,8 +1,11 @@
-"""Checkpoints that are never half-written.
+"""Checkpoints that are never half-written and never run code when loaded.
 
 detectron2 (through fvcore) writes ``model_XXXXXXX.pth`` in place and then ``last_checkpoint``.
 A job killed while writing leaves a truncated file; :class:`AtomicCheckpointer` writes both to a
 temporary file in the same folder and renames it, so ``--resume`` always finds a complete one.
+It loads ``.pth`` files with ``torch.load(weights_only=True)`` and detectron2 ``.pkl`` files with
+:func:`emdet.engine.weights.safe_load_pkl`, and resolves ``MODEL.WEIGHTS`` names and URLs with
+:func:`emdet.engine.weights.resolve_weights`.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from typing import Any
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+
+from emdet.engine.weights import resolve_weights, safe_load_pkl
 
 __all__ = ["AtomicCheckpointer", "atomic_write_bytes"]
 
@@ -51,3 +56,19 @@ class AtomicCheckpointer(DetectionCheckpointer):
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")
         atomic_write_bytes(path, lambda f: f.write(last_filename_basename.encode()))
+
+    def load(self, path, *args, **kwargs):
+        return super().load(resolve_weights(path) if path else path, *args, **kwargs)
+
+    def _load_file(self, filename: str) -> dict:
+        if filename.endswith(".pkl"):
+            data = safe_load_pkl(filename)
+            if "model" in data and "__author__" in data:  # detectron2 model zoo format
+                return data
+            data = data.get("blobs", data)  # Caffe2 / Detectron1 format
+            model = {k: v for k, v in data.items() if not k.endswith("_momentum")}
+            return {"model": model, "__author__": "Caffe2", "matching_heuristics": True}
+        if filename.endswith(".pyth"):
+            return super()._load_file(filename)
+        loaded = torch.load(filename, map_location="cpu", weights_only=True)
+        return loaded if "model" in loaded else {"model": loaded}

@@ -59,21 +59,52 @@ def _register_datasets(cfg) -> None:
     register_all_from_root(cfg.EMDET.DATASETS_ROOT or None)
 
 
+_BUILTIN_PREFIXES = ("coco_", "lvis_", "voc_", "cityscapes_", "ade20k_", "keypoints_coco_")
+
+
 def check_datasets(cfg, config_file: str = "") -> None:
-    """Fail early, naming the config and dataset, when a dataset in the config is unknown."""
+    """Fail early, naming the config key and dataset, when the data cannot train this model.
+
+    Checks that every dataset in ``DATASETS.TRAIN/TEST`` is registered, that its class count
+    matches ``MODEL.ROI_HEADS.NUM_CLASSES``, and that training images have annotations (images
+    without any are dropped by detectron2; a warning lists them, and none left is an error).
+    """
+    where = config_file or "config"
     known = set(DatasetCatalog.list())
     for key in ("TRAIN", "TEST"):
         for name in cfg.DATASETS[key]:
             if name not in known:
-                emdet_sets = sorted(n for n in known if not n.startswith(("coco_", "lvis_", "voc_",
-                                    "cityscapes_", "ade20k_", "keypoints_coco_")))
+                ours = sorted(n for n in known if not n.startswith(_BUILTIN_PREFIXES))
                 raise ConfigError(
-                    f"{config_file or 'config'}: DATASETS.{key} names {name!r}, which is not "
-                    f"registered. Datasets found under the datasets root: {emdet_sets or 'none'}. "
-                    "Make a synthetic one with `python tools/make_synthetic.py --kind vesicles "
-                    "--output datasets/vesicles_synth`, convert yours with "
-                    "tools/convert_annotations.py, or set EMDET_DATASETS to their folder."
+                    f"{where}: DATASETS.{key} names {name!r}, which is not registered. Datasets "
+                    f"found under the datasets root: {ours or 'none'}. Make a synthetic one with "
+                    "`python tools/make_synthetic.py --kind vesicles --output "
+                    "datasets/vesicles_synth`, convert yours with tools/convert_annotations.py, "
+                    "or set EMDET_DATASETS to their folder."
                 )
+            classes = MetadataCatalog.get(name).get("thing_classes", None)
+            if classes is not None and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+                raise ConfigError(
+                    f"{where}: MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES} "
+                    f"but dataset {name} has {len(classes)} classes {list(classes)}; set "
+                    f"MODEL.ROI_HEADS.NUM_CLASSES {len(classes)}."
+                )
+    for name in cfg.DATASETS.TRAIN:
+        dicts = DatasetCatalog.get(name)
+        empty = [d["file_name"] for d in dicts if not d.get("annotations")]
+        if dicts and len(empty) == len(dicts):
+            raise ConfigError(
+                f"{where}: DATASETS.TRAIN dataset {name} has no annotated image "
+                f"({len(dicts)} images, none with annotations); nothing to learn from."
+            )
+        if empty and cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
+            shown = ", ".join(os.path.basename(f) for f in empty[:5])
+            more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+            logger.warning(
+                f"{name}: {len(empty)} of {len(dicts)} training images have no annotations and "
+                f"are skipped ({shown}{more}); set DATALOADER.FILTER_EMPTY_ANNOTATIONS False to "
+                "train on them as background."
+            )
 
 
 class EMTrainer(DefaultTrainer):
@@ -95,21 +126,26 @@ class EMTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        """COCO AP for ``coco`` datasets; rotated-box AP for datasets marked ``rotated``."""
+        """COCO AP (maxDets up to ``TEST.DETECTIONS_PER_IMAGE``); rotated-box AP for ``rotated``."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
         if evaluator_type == "rotated":
             from emdet.evaluation.rotated import RotatedCOCOEvaluator
 
             return RotatedCOCOEvaluator(dataset_name, output_dir=output_folder)
-        if evaluator_type != "coco":
+        if evaluator_type not in ("coco", "points"):
             raise ValueError(
                 f"dataset {dataset_name} has evaluator_type {evaluator_type!r}; tools/train_net.py "
-                "evaluates instance datasets ('coco' or 'rotated'). Dense datasets are trained "
-                "with tools/train_unet.py."
+                "evaluates instance datasets ('coco', 'points' as small boxes, 'rotated'). Dense "
+                "datasets are trained with tools/train_unet.py."
             )
         return COCOEvaluator(
-            dataset_name, output_dir=output_folder, use_fast_impl=has_compiled_ops()
+            dataset_name,
+            # point datasets have small boxes around each point and no masks
+            tasks=("bbox",) if evaluator_type == "points" or not cfg.MODEL.MASK_ON else None,
+            output_dir=output_folder,
+            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+            use_fast_impl=has_compiled_ops(),
         )
 
     def build_hooks(self):
@@ -124,6 +160,7 @@ class EMTrainer(DefaultTrainer):
         return super().build_hooks()
 
     def build_writers(self):
+        os.makedirs(self.cfg.OUTPUT_DIR, exist_ok=True)
         writers = [
             CommonMetricPrinter(self.max_iter),
             JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
