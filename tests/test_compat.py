@@ -17,6 +17,18 @@ def test_import_emdet_makes_detectron2_importable():
     assert out.stdout.strip() == "ok"
 
 
+@pytest.mark.skipif(emdet.has_compiled_ops(), reason="official detectron2 with compiled ops")
+def test_detectron2_imports_in_any_order():
+    code = (
+        "import detectron2.modeling, torch; from detectron2 import _C; "
+        "assert _C.EMDET_PURE_PYTORCH and hasattr(torch.ops.detectron2, 'nms_rotated'); "
+        "import emdet; print(emdet.detectron2_status())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "ops: emdet.ops (PyTorch)" in out.stdout
+
+
 def test_status_names_ops_in_use():
     status = emdet.detectron2_status()
     assert status.startswith("detectron2 0.6") or "detectron2" in status

@@ -68,7 +68,7 @@ def get_cuda_version() -> str:
 _LIBRARY = None
 
 
-def register_torch_ops() -> None:
+def register_torch_ops() -> None:  # called below, when this module is first imported
     """Define ``torch.ops.detectron2.nms_rotated`` unless a compiled detectron2 already did."""
     global _LIBRARY
     if _LIBRARY is not None or hasattr(torch.ops.detectron2, "nms_rotated"):
@@ -77,3 +77,6 @@ def register_torch_ops() -> None:
     lib.define("nms_rotated(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor")
     lib.impl("nms_rotated", nms_rotated, "CompositeExplicitAutograd")
     _LIBRARY = lib
+
+
+register_torch_ops()

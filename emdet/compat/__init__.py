@@ -47,17 +47,18 @@ def ensure_detectron2() -> str:
     spec = importlib.util.find_spec("detectron2")
     if spec is None:
         raise Detectron2NotInstalled("detectron2 is not installed. " + _install_hint())
-    if "detectron2._C" not in sys.modules:
+    module = sys.modules.get("detectron2._C")
+    if module is None:
         try:
-            compiled = importlib.import_module("detectron2._C")
-            _STATUS = "compiled" if hasattr(compiled, "nms_rotated") else None
+            module = importlib.import_module("detectron2._C")
         except ImportError:
-            _STATUS = None
-    elif getattr(sys.modules["detectron2._C"], "EMDET_PURE_PYTORCH", False):
+            module = None
+    if module is not None and getattr(module, "EMDET_PURE_PYTORCH", False):
+        # emdet's installer wrote detectron2/_C.py, which forwards to emdet.ops
         _STATUS = "emdet.ops"
-    else:
+    elif module is not None and hasattr(module, "nms_rotated"):
         _STATUS = "compiled"
-    if _STATUS is None:
+    else:
         marker = Path(spec.origin).with_name("EMDET_PATCHED")
         if not marker.exists():
             raise Detectron2NotInstalled(
@@ -66,7 +67,6 @@ def ensure_detectron2() -> str:
             )
         from emdet.compat import _C
 
-        _C.register_torch_ops()
         sys.modules["detectron2._C"] = _C
         import detectron2
 

@@ -15,8 +15,10 @@ What it does, in order:
    ``$EMDET_DETECTRON2_SDIST`` or downloaded from PyPI, and verifies its sha256 before anything
    else is done with it.
 3. It applies the text patches in :data:`PATCHES` (each must match exactly as often as stated,
-   so a different sdist can never be half-patched) and installs the ``detectron2`` package
-   with pip, without the extension, as distribution ``pb1-detectron2``.
+   so a different sdist can never be half-patched), adds ``detectron2/_C.py`` (:data:`C_STUB`),
+   which forwards to emdet's PyTorch ops so that detectron2 imports in any order, and installs
+   the ``detectron2`` package with pip, without the extension, as distribution
+   ``pb1-detectron2``.
 
 The missing compiled ops (rotated IoU/NMS/ROIAlign) are supplied at import time by
 :mod:`emdet.compat` from :mod:`emdet.ops`; nothing here depends on emdet.
@@ -43,7 +45,16 @@ SDIST_URL = (
 )
 #: Written into the installed package so emdet can tell a patched install from a stale one.
 MARKER = "EMDET_PATCHED"
-PATCH_VERSION = "1"
+PATCH_VERSION = "2"
+
+#: ``detectron2/_C.py``: makes ``from detectron2 import _C`` work in any import order by
+#: forwarding to emdet's PyTorch ops (the marker is set first: emdet checks it while importing).
+C_STUB = """\
+# Written by emdet/compat/install_detectron2.py: this detectron2 has no C++ extension; its
+# compiled ops come from emdet.ops (pure PyTorch, CPU and CUDA). See emdet/compat/__init__.py.
+EMDET_PURE_PYTORCH = True
+from emdet.compat._C import *  # noqa: E402,F401,F403
+"""
 
 #: (file inside the sdist, regex, replacement, expected number of matches).
 #: Why each exists is the comment above it.
@@ -88,7 +99,10 @@ class InstallError(RuntimeError):
 
 def compiled_detectron2_available(python: str = sys.executable) -> bool:
     """True if ``python`` can import an official detectron2 with its compiled extension."""
-    code = "import detectron2._C as C, sys; sys.exit(0 if hasattr(C, 'nms_rotated') else 1)"
+    code = (
+        "import detectron2._C as C, sys; "
+        "sys.exit(0 if hasattr(C, 'nms_rotated') and not hasattr(C, 'EMDET_PURE_PYTORCH') else 1)"
+    )
     return subprocess.run([python, "-c", code], capture_output=True).returncode == 0
 
 
@@ -155,6 +169,7 @@ def apply_patches(root: Path) -> None:
             total += n
     if total != NUMPY_ALIAS_EXPECTED:
         raise InstallError(f"numpy alias fix matched {total} times, expected {NUMPY_ALIAS_EXPECTED}")
+    (root / "detectron2" / "_C.py").write_text(C_STUB)
     (root / "detectron2" / MARKER).write_text(PATCH_VERSION + "\n")
 
 
