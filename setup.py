@@ -29,6 +29,7 @@ setup(
         "h5py>=3.8",  # EMD (Velox, NCEM) files
         "pyyaml>=6",
         "tqdm>=4.60",
+        "optuna>=3.6",  # tools/tune_net.py
         # detectron2 0.6's own pure-Python dependencies (its setup.py cannot run without C++).
         "fvcore>=0.1.5,<0.1.6",
         "iopath>=0.1.7,<0.1.10",

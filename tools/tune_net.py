@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""Random search over config keys: trains each trial, records the metric, writes the best config.
+
+    python tools/tune_net.py --config-file configs/quick_schedules/vesicles_mask_rcnn_instant_test.yaml \\
+        --space configs/search/vesicles.yaml --trials 8 --output output/tune_vesicles
+    # same command again: continues the study; on several machines share a database:
+    python tools/tune_net.py ... --storage postgresql://user:pw@host/db --study vesicles-lr
+
+Outputs in --output: trials.csv, best_config.yaml (train it with tools/train_net.py),
+metric_vs_trial.png, trial_NNNN/ (each trial's training folder and log.txt).
+"""
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import emdet  # noqa: F401
+from emdet.config import ConfigError
+from emdet.tuning import Detectron2Runner, SpaceError, TuneSettings, load_space, run_study
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--config-file", required=True, help="config every trial starts from")
+    p.add_argument("--space", required=True, help="search space YAML (configs/search/*.yaml)")
+    p.add_argument("--trials", type=int, required=True, help="finished trials to reach in all")
+    p.add_argument("--metric", help="metric to optimise (default segm/AP with masks, else bbox/AP)")
+    p.add_argument("--minimize", action="store_true", help="lower metric is better")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///<output>/tune.db)")
+    p.add_argument("--study", help="study name (default <config>--<space>)")
+    p.add_argument("--sampler", choices=["random", "tpe", "grid"], default="random")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed and every trial's SEED")
+    p.add_argument("--folds", type=int, default=1, help="k-fold CV over the training images")
+    p.add_argument("--output", default="output/tune", help="folder for trials and results")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every trial")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[tune] %(message)s")
+    try:
+        space = load_space(args.space)
+        settings = TuneSettings(
+            runner=Detectron2Runner(args.config_file, opts=args.opts), space=space,
+            trials=args.trials, output=Path(args.output), metric=args.metric,
+            direction="minimize" if args.minimize else "maximize", storage=args.storage,
+            study=args.study, sampler=args.sampler, seed=args.seed, folds=args.folds,
+        )
+        study = run_study(settings, progress=not args.no_progress)
+    except (SpaceError, ConfigError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    done = [t for t in study.trials if t.value is not None]
+    if done:
+        best = study.best_trial
+        print(f"[tune] best: trial {best.number}, {best.value:.4g} with {best.params}")
+    print(f"[tune] results in {args.output}: trials.csv, best_config.yaml, metric_vs_trial.png")
+
+
+if __name__ == "__main__":
+    main()
