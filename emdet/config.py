@@ -43,6 +43,22 @@ def _add_input_config(cfg: CN) -> None:
     cfg.INPUT.EM.CROP_SIZE = 0
 
 
+def _add_rotated_config(cfg: CN) -> None:
+    # Give the model rotated gt_boxes (RotatedBoxes; axis-aligned annotations get angle 0); False
+    # gives rotated (rbox) annotations to axis-aligned models as their enclosing boxes.
+    cfg.INPUT.EM.ROTATED = False
+    # Rotated boxes cut by the image border (crops) are shortened along their length to the part
+    # inside; those with less than this fraction of their length inside are dropped.
+    cfg.INPUT.EM.ROTATED_MIN_VISIBLE = 0.5
+    cfg.MODEL.ROTATED = CN()
+    # Angle deltas are regressed within one period: 180 (a box equals itself turned by half a
+    # turn) or 90 (also w <-> h with a quarter turn); the target's equivalent closest in angle.
+    cfg.MODEL.ROTATED.ANGLE_PERIOD = 90.0
+    # ROI head proposal-to-ground-truth IoU: "rotated", "enclosing" (IoU of enclosing axis-aligned
+    # boxes, for horizontal proposals) or "auto" (enclosing for the HRPN proposal generator).
+    cfg.MODEL.ROTATED.MATCHING = "auto"
+
+
 def _add_emdet_config(cfg: CN) -> None:
     cfg.EMDET = CN()
     # Folder with datasets/<name>/annotations/*.json; "" uses $EMDET_DATASETS or ./datasets.
@@ -54,6 +70,7 @@ def _add_emdet_config(cfg: CN) -> None:
 def add_emdet_config(cfg: CN) -> CN:
     """Add every emdet key (with its default) to a detectron2 config, in place; return it."""
     _add_input_config(cfg)
+    _add_rotated_config(cfg)
     _add_emdet_config(cfg)
     return cfg
 

@@ -6,33 +6,47 @@ What differs from ``detectron2.data.DatasetMapper``:
   with one intensity normalisation (``INPUT.EM.CLIP_PERCENTILES``) and optional median blur;
 * training adds random 90-degree rotations and vertical flips (exact, no interpolation),
   brightness/contrast/gamma jitter, Gaussian noise and random crops, all from ``INPUT.EM.*``;
-* rotated boxes (``BoxMode.XYWHA_ABS``) follow every geometric transform.
+* rotated boxes (``BoxMode.XYWHA_ABS``) follow every geometric transform;
+* with ``INPUT.EM.ROTATED`` the annotations become ``RotatedBoxes`` ``gt_boxes`` (detectron2's
+  ``annotations_to_instances_rotated``) in emdet's canonical form (``w >= h``, angle in
+  ``[-90, 90)``), rods cut by the image border shortened to their visible part; the training
+  data sets are checked first for zero-size rods, angles that look like radians and boxes
+  outside the image (:func:`check_rotated_annotations`).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.data import DatasetMapper
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+from detectron2.structures import BoxMode
 
+from emdet.data.geometry import normalize_rbox, rbox_to_polygon
 from emdet.data.transforms import build_em_augmentations
 
-__all__ = ["EMDatasetMapper"]
+__all__ = ["EMDatasetMapper", "check_rotated_annotations", "clip_rotated_to_image"]
+
+logger = logging.getLogger(__name__)
 
 
 class EMDatasetMapper(DatasetMapper):
     """DatasetMapper for EM images; see the module docstring."""
 
     @configurable
-    def __init__(self, is_train: bool = True, *, clip_percentiles=(0.5, 99.5), median_blur=0, **kw):
+    def __init__(self, is_train: bool = True, *, clip_percentiles=(0.5, 99.5), median_blur=0,
+                 rotated: bool = False, rotated_min_visible: float = 0.5, **kw):
         super().__init__(is_train, **kw)
         self.clip_percentiles = tuple(clip_percentiles) or None
         self.median_blur = int(median_blur)
+        self.rotated = bool(rotated)
+        self.rotated_min_visible = float(rotated_min_visible)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -40,6 +54,10 @@ class EMDatasetMapper(DatasetMapper):
         ret["augmentations"] = build_em_augmentations(cfg, is_train)
         ret["clip_percentiles"] = tuple(cfg.INPUT.EM.CLIP_PERCENTILES)
         ret["median_blur"] = cfg.INPUT.EM.MEDIAN_BLUR
+        ret["rotated"] = cfg.INPUT.EM.ROTATED
+        ret["rotated_min_visible"] = cfg.INPUT.EM.ROTATED_MIN_VISIBLE
+        if is_train:
+            _check_rotated_datasets(cfg.DATASETS.TRAIN)
         return ret
 
     def read(self, file_name: str, page: int | None = None) -> np.ndarray:
@@ -76,3 +94,207 @@ class EMDatasetMapper(DatasetMapper):
         if "annotations" in dataset_dict:
             self._transform_annotations(dataset_dict, transforms, image_shape)
         return dataset_dict
+
+    def _transform_annotations(self, dataset_dict, transforms, image_shape):
+        """detectron2's, or with ``rotated`` the rotated branch (see the module docstring)."""
+        if not self.rotated:
+            return super()._transform_annotations(dataset_dict, transforms, image_shape)
+        annos = [a for a in dataset_dict.pop("annotations") if a.get("iscrowd", 0) == 0]
+        boxes = _apply_rotated_box(transforms, _rotated_boxes(annos))
+        boxes, keep = clip_rotated_to_image(boxes, image_shape, self.rotated_min_visible)
+        objs = [
+            {"bbox": box.tolist(), "bbox_mode": BoxMode.XYWHA_ABS, "category_id": a["category_id"]}
+            for box, a in zip(boxes, [a for a, k in zip(annos, keep, strict=True) if k],
+                              strict=True)
+        ]
+        instances = utils.annotations_to_instances_rotated(objs, image_shape)
+        dataset_dict["instances"] = utils.filter_empty_instances(instances, box_threshold=_MIN_SIDE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotated branch: boxes, border clipping and data set checks.
+
+#: Rotated boxes with a side shorter than this (pixels, after augmentation) are dropped.
+_MIN_SIDE = 1.0
+#: Radians check: only data sets with at least this many rotated boxes are judged.
+_RADIANS_MIN_BOXES = 20
+_WARNED: set[str] = set()
+
+
+def _rotated_boxes(annos: Sequence[dict]) -> np.ndarray:
+    """``(N, 5)`` float64 ``XYWHA_ABS`` boxes; axis-aligned annotations get angle 0."""
+    out = np.zeros((len(annos), 5))
+    for i, a in enumerate(annos):
+        if a["bbox_mode"] == BoxMode.XYWHA_ABS:
+            out[i] = a["bbox"]
+        else:
+            x, y, w, h = BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYWH_ABS)
+            out[i] = (x + w / 2, y + h / 2, w, h, 0.0)
+    return out
+
+
+def _apply_rotated_box(transforms: T.TransformList, boxes: np.ndarray) -> np.ndarray:
+    """Rotated boxes through every transform; photometric ones (points unmoved) are skipped."""
+    probe = np.array([[1.0, 2.0], [37.0, 5.0], [3.0, 29.0]])
+    for t in getattr(transforms, "transforms", [transforms]):
+        if hasattr(t, "apply_rotated_box"):
+            boxes = t.apply_rotated_box(np.array(boxes, dtype=np.float64))
+        elif not np.allclose(t.apply_coords(probe.copy()), probe):
+            raise NotImplementedError(
+                f"{type(t).__name__} moves the image but has no rule for rotated boxes; register "
+                f"one with {type(t).__name__}.register_type('rotated_box', fn) or leave this "
+                "augmentation out of rotated training (INPUT.EM.ROTATED)"
+            )
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
+
+
+def clip_rotated_to_image(
+    boxes: np.ndarray, image_shape: Sequence[int], min_visible: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shorten rotated boxes (rods) cut by the image border to their part inside the image.
+
+    Each box is first made canonical (:func:`emdet.data.geometry.normalize_rbox`, ``w`` along the
+    rod); its centre line (length ``w``) is clipped to ``[0, W] x [0, H]`` and the box shrunk
+    along it, keeping angle and ``h``.
+
+    Parameters
+    ----------
+    boxes : ndarray, shape (N, 5)
+        ``(cx, cy, w, h, angle_deg)``.
+    image_shape : (H, W)
+    min_visible : float
+        Boxes with less than this fraction of their length inside are dropped, as are boxes
+        with a side shorter than 1 pixel.
+
+    Returns
+    -------
+    boxes : ndarray of float64, shape (M, 5)
+        Kept boxes, canonical.
+    keep : ndarray of bool, shape (N,)
+        Which input boxes were kept.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
+    if len(boxes) == 0:
+        return boxes.copy(), np.zeros(0, dtype=bool)
+    boxes = normalize_rbox(boxes).reshape(-1, 5)
+    cx, cy, w, h, a = boxes.T
+    lo, hi, u = _centre_line_inside(boxes, float(image_shape[0]), float(image_shape[1]))
+    length = hi - lo
+    visible = np.divide(length, w, out=np.zeros_like(w), where=w > 0)
+    keep = (visible >= min_visible) & (length >= _MIN_SIDE) & (h >= _MIN_SIDE)
+    mid = (lo + hi) / 2
+    out = np.stack([cx + mid * u[:, 0], cy + mid * u[:, 1], length, h, a], axis=1)
+    return out[keep], keep
+
+
+def _centre_line_inside(boxes: np.ndarray, height, width):
+    """Part ``[lo, hi]`` (``lo <= hi``) of canonical boxes' centre lines inside the image.
+
+    ``height``, ``width``: scalars or ``(N,)``; returns ``lo, hi`` ``(N,)`` as offsets along the
+    width axis ``u`` ``(N, 2)`` from the centre (Liang-Barsky clipping).
+    """
+    cx, cy, w, _, a = boxes.T
+    t = np.deg2rad(a)
+    u = np.stack([np.cos(t), -np.sin(t)], axis=1)
+    lo, hi = -w / 2, w / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for centre, size, direction in ((cx, width, u[:, 0]), (cy, height, u[:, 1])):
+            flat = np.abs(direction) < 1e-12
+            t0 = np.where(flat, -np.inf, (0.0 - centre) / direction)
+            t1 = np.where(flat, np.inf, (size - centre) / direction)
+            lo = np.maximum(lo, np.minimum(t0, t1))
+            hi = np.minimum(hi, np.maximum(t0, t1))
+            hi = np.where(flat & ((centre < 0) | (centre > size)), lo, hi)
+    return lo, np.maximum(hi, lo), u
+
+
+def check_rotated_annotations(dataset_dicts: Sequence[dict], source: str) -> list[str]:
+    """Problems with the rotated boxes of a data set, each logged once as a warning.
+
+    Checks: boxes with zero width or height (ignored in training), angles that look like
+    radians (at least 20 boxes, all ``|angle| <= 3.2``, not all zero), boxes partly or wholly
+    outside their image (shortened or dropped in training).
+
+    Parameters
+    ----------
+    dataset_dicts : list of dict
+        detectron2 dataset dicts whose annotations have ``bbox_mode`` ``XYWHA_ABS``.
+    source : str
+        What to name in the messages (the annotation file).
+
+    Returns
+    -------
+    list of str
+        The warnings (empty if none).
+    """
+    boxes, files = [], []
+    for d in dataset_dicts:
+        for a in d.get("annotations", []):
+            if a.get("bbox_mode") == BoxMode.XYWHA_ABS:
+                boxes.append(a["bbox"])
+                files.append((d.get("file_name", "?"), d.get("height"), d.get("width")))
+    if not boxes:
+        return []
+    boxes = np.asarray(boxes, dtype=np.float64)
+    messages = []
+
+    def examples(mask: np.ndarray) -> str:
+        names = sorted({str(files[i][0]).rsplit("/", 1)[-1] for i in np.flatnonzero(mask)})
+        return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+    small = (boxes[:, 2] < _MIN_SIDE) | (boxes[:, 3] < _MIN_SIDE)
+    if small.any():
+        messages.append(
+            f"{source}: {int(small.sum())} rotated box(es) have a width or height below "
+            f"{_MIN_SIDE:g} pixel (images {examples(small)}); they are ignored in training. "
+            "Redraw or delete them."
+        )
+    angles = np.abs(boxes[:, 4])
+    if len(boxes) >= _RADIANS_MIN_BOXES and angles.max() <= 3.2 and angles.max() > 1e-3:
+        messages.append(
+            f"{source}: all {len(boxes)} rotated boxes have |angle| <= 3.2, so the angles look "
+            "like radians, but rbox angles are degrees, counter-clockwise on screen. Convert "
+            "roLabelImg / LabelImg-KITTI files with tools/convert_annotations.py (it turns their "
+            "clockwise radians into degrees), or multiply the angles by 180/pi."
+        )
+    known = np.array([f[1] is not None and f[2] is not None for f in files])
+    if known.any():
+        boxes_k = normalize_rbox(boxes[known]).reshape(-1, 5)
+        height = np.array([f[1] for f, k in zip(files, known, strict=True) if k], dtype=float)
+        width = np.array([f[2] for f, k in zip(files, known, strict=True) if k], dtype=float)
+        corners = rbox_to_polygon(boxes_k)  # (M, 4, 2)
+        limit = np.stack([width, height], axis=1)[:, None, :]
+        tol = 1.0
+        partly = np.zeros(len(boxes), dtype=bool)
+        partly[known] = ((corners < -tol) | (corners > limit + tol)).any(axis=(1, 2))
+        lo, hi, _ = _centre_line_inside(boxes_k, height, width)
+        wholly = np.zeros(len(boxes), dtype=bool)
+        wholly[known] = hi - lo <= 0
+        partly &= ~wholly
+        if partly.any():
+            messages.append(
+                f"{source}: {int(partly.sum())} rotated box(es) extend beyond their image "
+                f"(images {examples(partly)}); in training they are shortened to the part "
+                "inside, and dropped if less than INPUT.EM.ROTATED_MIN_VISIBLE of their length "
+                "is inside. Check the image sizes in the annotation file."
+            )
+        if wholly.any():
+            messages.append(
+                f"{source}: {int(wholly.sum())} rotated box(es) lie outside their image "
+                f"(images {examples(wholly)}) and are ignored. Check the coordinates (pixels, "
+                "x to the right, y down) and the image sizes."
+            )
+    for m in messages:
+        if m not in _WARNED:
+            _WARNED.add(m)
+            logger.warning(m)
+    return messages
+
+
+def _check_rotated_datasets(names: Sequence[str]) -> None:
+    """Run :func:`check_rotated_annotations` on the registered rotated data sets in ``names``."""
+    for name in names:
+        meta = MetadataCatalog.get(name)
+        if not meta.get("rotated", False) or name not in DatasetCatalog.list():
+            continue
+        check_rotated_annotations(DatasetCatalog.get(name), meta.get("json_file", name))

@@ -27,6 +27,7 @@ from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
+import emdet.modeling  # noqa: F401  (registers emdet's heads)
 from emdet.compat import has_compiled_ops
 from emdet.engine.checkpoint import AtomicCheckpointer
 from emdet.config import ConfigError, load_config
