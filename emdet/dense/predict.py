@@ -1,0 +1,279 @@
+"""Checkpoints and inference of the dense models: probabilities, label masks and points.
+
+:class:`DensePredictor` is the one object inference needs (like detectron2's
+``DefaultPredictor``): it rebuilds the U-Net from a checkpoint, preprocesses a raw image exactly
+as in training, pads it to the network's size multiple (or cuts it into overlapping tiles when
+it is large) and returns class probabilities ``(C, H, W)``, a label mask or points.
+
+Checkpoints are plain dicts of tensors, numbers and strings, written atomically (temporary file
++ ``os.replace``) and read with ``torch.load(weights_only=True)``, so loading one cannot run code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emdet.dense.unet import UNet, pad_to_multiple
+
+__all__ = [
+    "CheckpointError",
+    "DensePredictor",
+    "build_unet",
+    "load_checkpoint",
+    "predict_probabilities",
+    "resolve_device",
+    "save_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or not an emdet dense-model checkpoint."""
+
+
+def resolve_device(spec: str = "") -> torch.device:
+    """``spec`` as a device; ``""`` is CUDA when available, else the CPU."""
+    if not spec:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"MODEL.DEVICE {spec!r} but CUDA is not available here; use 'cpu' or "
+                         "leave MODEL.DEVICE empty.")
+    return device
+
+
+def build_unet(cfg, num_classes: int) -> UNet:
+    """The U-Net described by ``cfg.MODEL`` with ``num_classes`` outputs."""
+    return UNet(
+        in_channels=int(cfg.MODEL.IN_CHANNELS),
+        classes=int(num_classes),
+        blocks=int(cfg.MODEL.BLOCKS),
+        features=int(cfg.MODEL.FEATURES),
+        batch_norm=bool(cfg.MODEL.BATCH_NORM),
+    )
+
+
+def architecture(model: UNet) -> dict[str, Any]:
+    """Constructor arguments of ``model`` (stored in checkpoints)."""
+    return {
+        "in_channels": model.in_channels,
+        "classes": model.classes,
+        "blocks": model.blocks,
+        "features": model.features,
+        "batch_norm": model.batch_norm,
+    }
+
+
+def save_checkpoint(path: str | os.PathLike, data: dict[str, Any]) -> Path:
+    """Write ``data`` with :func:`torch.save` to a temporary file, then rename it to ``path``.
+
+    An interrupted write leaves the previous file (if any) intact.
+    """
+    from emdet.engine.checkpoint import atomic_write_bytes
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(str(path), lambda f: torch.save(data, f))
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint with ``torch.load(weights_only=True)``.
+
+    Raises
+    ------
+    CheckpointError
+        The file does not exist, is truncated/corrupt, or holds something other than a dict
+        with a ``"model"`` state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist (MODEL.WEIGHTS / --weights)")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); it may be truncated, "
+            "or not a file written by emdet's dense training (tools/train_unet.py)"
+        ) from None
+    if not isinstance(data, dict) or "model" not in data:
+        raise CheckpointError(f"checkpoint {path} has no 'model' weights; is it an emdet "
+                              "dense-model checkpoint (model_final.pth)?")
+    return data
+
+
+@torch.inference_mode()
+def predict_probabilities(
+    model: UNet,
+    image: np.ndarray,
+    *,
+    task: str,
+    device: torch.device | str | None = None,
+    tile: int = 1024,
+    overlap: int = 64,
+) -> np.ndarray:
+    """Class probabilities (softmax) or heatmaps (sigmoid) of one preprocessed image.
+
+    Parameters
+    ----------
+    model : UNet
+        In eval mode.
+    image : numpy.ndarray
+        ``(H, W)`` float32, already preprocessed (:func:`emdet.dense.data.preprocess_image`).
+    task : {"segmentation", "heatmap"}, keyword-only
+    device : keyword-only
+        Default: the model's device.
+    tile : int, keyword-only, default 1024
+        Images with a side above this are predicted in ``tile`` x ``tile`` tiles (rounded up
+        to the size multiple) that overlap by ``overlap`` pixels and are averaged (0 = never).
+    overlap : int, keyword-only, default 64
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(C, H, W)`` float32.
+    """
+    from emdet.data.tiling import stitch_tiles, tile_image
+
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 2:
+        raise ValueError(f"predict_probabilities needs one (H, W) image, got {image.shape}.")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    multiple = model.size_multiple
+
+    def run(arr: np.ndarray) -> np.ndarray:
+        padded, crop = pad_to_multiple(arr, multiple)
+        x = torch.from_numpy(np.ascontiguousarray(padded))[None, None].to(device)
+        logits = model(x)[0]
+        probs = torch.softmax(logits, 0) if task == "segmentation" else torch.sigmoid(logits)
+        return probs[:, crop[0], crop[1]].float().cpu().numpy()
+
+    h, w = image.shape
+    if not tile or max(h, w) <= tile:
+        return run(image)
+    tile = -(-int(tile) // multiple) * multiple
+    overlap = min(int(overlap), tile - multiple)
+    parts = [(y0, x0, np.moveaxis(run(np.asarray(t)), 0, -1))
+             for y0, x0, t in tile_image(image, tile, overlap=overlap)]
+    return np.moveaxis(stitch_tiles(parts, (h, w), dtype=np.float32), -1, 0)
+
+
+class DensePredictor:
+    """Run a trained dense model on raw images.
+
+    Parameters
+    ----------
+    cfg : CfgNode
+        Dense config (:func:`emdet.dense.config.load_unet_config`); ``MODEL.WEIGHTS`` is the
+        checkpoint unless ``weights`` is given. The architecture, task and classes stored in the
+        checkpoint win over the config's (a note is logged when they differ).
+    weights : path, optional
+    device : str, optional
+        Default ``cfg.MODEL.DEVICE`` (CUDA when available).
+
+    Attributes
+    ----------
+    model : UNet
+    classes : tuple of str
+    task : str
+    """
+
+    def __init__(self, cfg, weights: str | os.PathLike | None = None,
+                 device: str | None = None):
+        path = weights or cfg.MODEL.WEIGHTS
+        if not path:
+            raise CheckpointError("no weights: set MODEL.WEIGHTS path/to/model_final.pth (or "
+                                  "--weights) to a checkpoint written by tools/train_unet.py")
+        self.device = resolve_device(device if device is not None else cfg.MODEL.DEVICE)
+        data = load_checkpoint(path, map_location="cpu")
+        self.cfg = _with_training_input(cfg, data.get("cfg"), path)
+        arch = data.get("arch") or {}
+        self.task = str(data.get("task", cfg.TASK))
+        if self.task != cfg.TASK:
+            logger.warning("%s was trained for TASK %r; the config says %r. Using %r.",
+                           path, self.task, cfg.TASK, self.task)
+        classes = data.get("classes")
+        self.classes = tuple(classes) if classes else tuple(cfg.DATASET.CLASSES)
+        if arch:
+            self.model = UNet(**arch)
+        else:
+            self.model = build_unet(cfg, len(self.classes))
+        try:
+            self.model.load_state_dict(data["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: weights do not fit the network ({e}); check "
+                                  "MODEL.BLOCKS/FEATURES/BATCH_NORM") from None
+        if not self.classes:
+            self.classes = tuple(f"class_{i}" for i in range(self.model.classes))
+        self.model.to(self.device).eval()
+        self.weights = Path(path)
+
+    def probabilities(self, image: np.ndarray) -> np.ndarray:
+        """``(C, H, W)`` float32 probabilities (or heatmaps) of a raw ``(H, W)`` image."""
+        from emdet.dense.data import preprocess_image
+
+        return predict_probabilities(
+            self.model, preprocess_image(image, self.cfg), task=self.task, device=self.device,
+            tile=int(self.cfg.PREDICT.TILE), overlap=int(self.cfg.PREDICT.TILE_OVERLAP),
+        )
+
+    def segment(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Label mask ``(H, W)`` uint8 (argmax) and the probabilities ``(C, H, W)``."""
+        probs = self.probabilities(image)
+        return probs.argmax(0).astype(np.uint8), probs
+
+    def points(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Points ``(N, 2)`` ``(x, y)``, class indices ``(N,)`` and scores ``(N,)``.
+
+        Heatmap models: peaks of each channel above ``HEATMAP.THRESHOLD`` at least
+        ``HEATMAP.MIN_DISTANCE`` apart. Segmentation models: centroids of the predicted
+        regions of every class but the first (background).
+        """
+        from emdet.dense.heatmap import heatmap_points, points_from_labels
+
+        probs = self.probabilities(image)
+        if self.task == "heatmap":
+            return heatmap_points(probs, threshold=float(self.cfg.HEATMAP.THRESHOLD),
+                                  min_distance=int(self.cfg.HEATMAP.MIN_DISTANCE))
+        xy, cls, scores = points_from_labels(probs.argmax(0), probabilities=probs)
+        return xy, cls, scores
+
+
+def _with_training_input(cfg, trained_cfg: str | None, path) -> Any:
+    """``cfg`` with the ``INPUT`` preprocessing the checkpoint was trained with.
+
+    The network only works on intensities prepared as in training, so the checkpoint's
+    ``INPUT`` section wins; a warning names the keys that differ from ``cfg``.
+    """
+    if not trained_cfg:
+        return cfg
+    from detectron2.config import CfgNode as CN
+
+    try:
+        trained = CN.load_cfg(trained_cfg)  # yacs reads it with yaml.safe_load
+    except Exception:  # noqa: BLE001 - an unreadable stored config only loses this check
+        logger.warning("%s: stored training config is unreadable; using the given INPUT", path)
+        return cfg
+    if "INPUT" not in trained:
+        return cfg
+    out = cfg.clone()
+    out.defrost()
+    differ = [k for k in ("PREPROCESS", "CLIP_PERCENTILES", "MEDIAN_BLUR")
+              if k in trained.INPUT and list(np.atleast_1d(trained.INPUT[k])) != list(
+                  np.atleast_1d(cfg.INPUT[k]))]
+    if differ:
+        logger.warning("%s was trained with INPUT.%s = %s; using those, not the config's %s",
+                       path, "/".join(differ), [trained.INPUT[k] for k in differ],
+                       [cfg.INPUT[k] for k in differ])
+    for key in ("PREPROCESS", "CLIP_PERCENTILES", "MEDIAN_BLUR"):
+        if key in trained.INPUT:
+            out.INPUT[key] = trained.INPUT[key]
+    out.freeze()
+    return out

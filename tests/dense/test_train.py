@@ -1,0 +1,140 @@
+"""emdet.dense.train: a tiny training of a few steps, resume after an interruption, CV tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from emdet.dense import train as train_module
+from emdet.dense.config import load_unet_config
+from emdet.dense.data import DenseDataError, load_dense_samples, sample_batch
+from emdet.dense.predict import CheckpointError, DensePredictor, load_checkpoint
+from emdet.dense.train import evaluate, run_training, train_model
+
+TINY = ["MODEL.BLOCKS", "3", "MODEL.FEATURES", "4", "MODEL.BATCH_NORM", "False",
+        "MODEL.DEVICE", "cpu", "INPUT.CROP_SIZE", "32", "SOLVER.IMS_PER_BATCH", "2",
+        "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3"]
+
+
+@pytest.fixture(scope="module")
+def graphene_dir(tmp_path_factory):
+    from emdet.data.synthetic import make_synthetic
+
+    return make_synthetic("graphene", num=4, size=64, seed=1,
+                          output=tmp_path_factory.mktemp("data") / "graphene_synth",
+                          split={"train": 0.5, "val": 0.5})
+
+
+@pytest.fixture(scope="module")
+def merons_dir(tmp_path_factory):
+    from emdet.data.synthetic import make_synthetic
+
+    return make_synthetic("merons", num=2, size=64, seed=1,
+                          output=tmp_path_factory.mktemp("data") / "merons_synth",
+                          split={"train": 0.5, "val": 0.5})
+
+
+def _cfg(name, data_dir, out, *extra):
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    return load_unet_config(repo / "configs" / "unet" / name,
+                            ["DATASET.DIR", str(data_dir), "OUTPUT_DIR", str(out), *TINY,
+                             *extra])
+
+
+def test_loads_samples_with_targets(graphene_dir, merons_dir, tmp_path):
+    cfg = _cfg("graphene_contamination.yaml", graphene_dir, tmp_path)
+    samples, classes = load_dense_samples(cfg, splits=["train"])
+    assert classes == ("vacuum", "lattice", "contamination") and len(samples) == 2
+    s = samples[0]
+    assert s.image.dtype == np.float32 and s.labels.shape == s.image.shape
+    assert abs(float(s.image.mean())) < 1e-3  # flat field + standardisation (eq. 1-3)
+    cfg = _cfg("merons_heatmap.yaml", merons_dir, tmp_path)
+    samples, classes = load_dense_samples(cfg)
+    assert classes == ("meron", "antimeron") and sum(len(s.points) for s in samples) > 0
+    batch = sample_batch(samples, np.random.default_rng(0), task="heatmap", num_classes=2,
+                         batch_size=3, crop=32, multiple=2)
+    assert batch["image"].shape == (3, 1, 32, 32) and batch["target"].shape == (3, 2, 32, 32)
+    assert batch["target"].max() <= 1.0
+
+
+def test_missing_dataset_says_how_to_make_it(tmp_path):
+    cfg = _cfg("graphene_contamination.yaml", tmp_path / "graphene_synth", tmp_path)
+    with pytest.raises(DenseDataError, match="make_synthetic.py --kind graphene"):
+        load_dense_samples(cfg)
+
+
+def test_tiny_training_resumes_to_the_same_weights(graphene_dir, tmp_path, monkeypatch):
+    cfg = _cfg("graphene_contamination.yaml", graphene_dir, tmp_path)
+    samples, classes = load_dense_samples(cfg, splits=["train"])
+    torch.set_num_threads(1)  # bit-identical runs
+    straight = train_model(cfg, samples, classes, tmp_path / "a", progress=False)
+
+    real = train_module.sample_batch
+    calls = {"n": 0}
+
+    class Killed(Exception):
+        pass
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # iterations 0-3 ran; model_last.pth holds iteration 2
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "sample_batch", dying)
+    with pytest.raises(Killed):
+        train_model(cfg, samples, classes, tmp_path / "b", progress=False)
+    last = load_checkpoint(tmp_path / "b" / "model_last.pth")
+    assert last["iteration"] == 2 and not (tmp_path / "b" / "model_final.pth").exists()
+    monkeypatch.setattr(train_module, "sample_batch", real)
+    resumed = train_model(cfg, samples, classes, tmp_path / "b", resume=True, progress=False)
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(),
+                         strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+    final = load_checkpoint(tmp_path / "b" / "model_final.pth")
+    assert final["classes"] == list(classes) and final["arch"]["blocks"] == 3
+    assert not (tmp_path / "b" / "model_last.pth").exists()
+    assert not list((tmp_path / "b").glob(".tmp-*"))
+
+
+def test_cross_validation_writes_mean_and_spread_and_resumes(graphene_dir, tmp_path, capsys):
+    cfg = _cfg("graphene_contamination.yaml", graphene_dir, tmp_path, "SOLVER.MAX_ITER", "2")
+    result = run_training(cfg, folds=2, progress=False)
+    assert len(result["folds"]) == 2
+    summary = result["summary"]
+    assert {"mean", "std", "min", "max"} <= set(summary.columns)
+    assert {"jaccard", "accuracy", "balanced_accuracy", "f1", "precision", "recall",
+            "jaccard_lattice", "mean_jaccard"} <= set(summary.index)
+    assert (tmp_path / "cv_summary.csv").is_file() and (tmp_path / "cv_folds.csv").is_file()
+    capsys.readouterr()
+    run_training(cfg, folds=2, progress=False, resume=True)
+    assert capsys.readouterr().out.count("already done") == 2
+
+
+def test_heatmap_training_and_point_metrics(merons_dir, tmp_path):
+    cfg = _cfg("merons_heatmap.yaml", merons_dir, tmp_path, "SOLVER.MAX_ITER", "2")
+    samples, classes = load_dense_samples(cfg)
+    model = train_model(cfg, samples, classes, tmp_path, progress=False)
+    metrics, table = evaluate(cfg, model, samples, classes)
+    assert {"f1", "precision", "recall", "fp_rate", "fn_rate", "f1_meron",
+            "recall_antimeron"} <= set(metrics)
+    assert set(table["class"]) == {"meron", "antimeron", "all"}
+    predictor = DensePredictor(cfg, weights=tmp_path / "model_final.pth")
+    xy, cls, scores = predictor.points(np.random.default_rng(0).poisson(50, (70, 66)))
+    assert xy.shape[1] == 2 and len(cls) == len(scores) == len(xy)
+
+
+def test_checkpoints_are_loaded_without_running_code(tmp_path):
+    import datetime
+
+    torch.save({"model": {}, "extra": datetime.timedelta(1)}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(tmp_path / "evil.pth")
+    (tmp_path / "cut.pth").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(tmp_path / "cut.pth")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.pth")
