@@ -1,0 +1,232 @@
+"""COCO file -> ``instances.csv``, ``summary.csv`` and ``report.html`` (``tools/stats_report.py``).
+
+Composes :mod:`emdet.stats.measure` (the tables) and :mod:`emdet.stats.report` (the page), and
+gathers example overlays: the PNGs ``tools/predict.py`` drew, or, for ground truth and for a
+stricter score threshold, new ones drawn from the images when they can be found.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emdet.stats.measure import images_table, load_coco, measure_coco, summarize
+from emdet.stats.report import write_report
+
+__all__ = ["StatsOutputs", "run_stats_report"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StatsOutputs:
+    """Files written by :func:`run_stats_report` and the tables behind them."""
+
+    instances_csv: Path
+    summary_csv: Path
+    report: Path
+    instances: pd.DataFrame
+    summary: pd.DataFrame
+    images: pd.DataFrame
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _image_roots(coco: Mapping[str, Any], coco_path: Path | None, images_dir) -> list[Path]:
+    roots = []
+    if images_dir:
+        roots.append(Path(images_dir))
+    info_root = (coco.get("info") or {}).get("image_root")
+    if info_root:
+        roots.append(Path(info_root))
+    if coco_path is not None:
+        roots += [coco_path.parent, coco_path.parent.parent / "images"]  # dataset layout
+    return roots
+
+
+def _overlay_png(
+    coco: Mapping[str, Any],
+    image: Mapping[str, Any],
+    annotations: list[Mapping[str, Any]],
+    coco_path: Path | None,
+    roots: list[Path],
+    redraw: bool,
+    max_size: int,
+) -> bytes | None:
+    import cv2
+
+    existing = image.get("overlay")
+    if existing and coco_path is not None and not redraw:
+        png = coco_path.parent / existing
+        if png.is_file():
+            data = cv2.imread(str(png), cv2.IMREAD_COLOR)
+            if data is not None:
+                scale = min(1.0, max_size / max(data.shape[:2]))
+                if scale < 1:
+                    data = cv2.resize(data, None, fx=scale, fy=scale,
+                                      interpolation=cv2.INTER_AREA)
+                ok, buf = cv2.imencode(".png", data)
+                return buf.tobytes() if ok else None
+    source = next((r / image["file_name"] for r in roots if (r / image["file_name"]).is_file()),
+                  None)
+    if source is None:
+        return None
+    from emdet.data.io import read_image
+    from emdet.data.preprocess import to_model_input
+    from emdet.inference.coco import annotations_to_detections
+    from emdet.inference.overlay import draw_overlay
+
+    try:
+        pixels, meta = read_image(source, page=int(image.get("frame", 0) or 0))
+    except (OSError, ValueError, IndexError) as e:
+        logger.warning("cannot read %s for an overlay: %s", source, e)
+        return None
+    grey = to_model_input(pixels if pixels.ndim == 2 else pixels[..., 0], channels=1)[..., 0]
+    index = {int(c["id"]): k for k, c in enumerate(coco["categories"])}
+    det = annotations_to_detections(annotations, int(image["height"]), int(image["width"]), index)
+    rgb = draw_overlay(grey, det, [c["name"] for c in coco["categories"]], max_size=max_size)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return buf.tobytes() if ok else None
+
+
+def run_stats_report(
+    coco: str | os.PathLike | Mapping[str, Any],
+    output_dir: str | os.PathLike,
+    *,
+    pixel_size: float | None = None,
+    unit: str | None = None,
+    score_threshold: float | None = None,
+    frame_interval: float | None = None,
+    exclude_border: bool = False,
+    images_dir: str | os.PathLike | None = None,
+    max_overlays: int = 4,
+    overlay_size: int = 900,
+    title: str | None = None,
+) -> StatsOutputs:
+    """Measure a COCO file (predictions or ground truth) and write the CSVs and the report.
+
+    Parameters
+    ----------
+    coco : path or dict
+        ``predictions.json`` from ``tools/predict.py`` or any COCO file with images' sizes.
+    output_dir : path
+        Folder for ``instances.csv``, ``summary.csv`` and ``report.html`` (created).
+    pixel_size, unit : optional
+        One calibration for all images instead of each image's own (``unit`` default "nm").
+    score_threshold : float, optional
+        Leave out predictions scoring below this.
+    frame_interval : float, optional
+        Seconds between the frames of a series, for counts over time.
+    exclude_border : bool
+        Leave out objects touching the image border (their sizes are lower bounds).
+    images_dir : path, optional
+        Where the images are, to draw overlays (default: the file's ``info.image_root``, its
+        folder, or ``../images`` of a dataset's annotations folder).
+    max_overlays : int
+        Example overlays in the report.
+
+    Returns
+    -------
+    StatsOutputs
+    """
+    coco_path = Path(coco) if isinstance(coco, (str, os.PathLike)) else None
+    data = load_coco(coco)
+    if pixel_size is not None and unit is None:
+        unit = "nm"
+    images = images_table(data, pixel_size=pixel_size, unit=unit, frame_interval=frame_interval)
+    instances = measure_coco(data, pixel_size=pixel_size, unit=unit,
+                             score_threshold=score_threshold)
+    n_border = int(instances["border"].sum()) if len(instances) else 0
+    if exclude_border:
+        instances = instances[~instances["border"].astype(bool)].reset_index(drop=True)
+    categories = [str(c["name"]) for c in data["categories"]]
+    summary = summarize(instances, images, categories=categories)
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(instances, out / "instances.csv")
+    _write_csv(summary, out / "summary.csv")
+
+    notes = []
+    unit_used = images["unit"].iloc[0] if len(images) else "px"
+    uncalibrated = images[images["pixel_size"].isna()]
+    if len(uncalibrated):
+        notes.append(
+            f"{len(uncalibrated)} of {len(images)} images carry no pixel size (e.g. "
+            f"{uncalibrated['file_name'].iloc[0]}): their objects have no physical size. "
+            "Pass --pixel-size and --unit."
+        )
+    if unit_used == "px":
+        notes.append("No image is calibrated: sizes are in pixels (pass --pixel-size/--unit).")
+    if n_border:
+        what = "1 object touches" if n_border == 1 else f"{n_border} objects touch"
+        notes.append(
+            f"{what} the image border; their sizes are lower bounds"
+            + (" and they are left out (--exclude-border)." if exclude_border
+               else " (--exclude-border leaves them out).")
+        )
+    ground_truth = len(instances) > 0 and instances["score"].isna().all()
+
+    overlays = []
+    if max_overlays > 0 and len(images):
+        roots = _image_roots(data, coco_path, images_dir)
+        by_image: dict[Any, list] = {}
+        for ann in data.get("annotations") or []:
+            s = ann.get("score")
+            if score_threshold is not None and s is not None and s < score_threshold:
+                continue
+            by_image.setdefault(ann["image_id"], []).append(ann)
+        picks = np.unique(np.linspace(0, len(images) - 1, min(max_overlays, len(images)))
+                          .round().astype(int))
+        image_by_id = {img["id"]: img for img in data["images"]}
+        for k in picks:
+            image_id = images["image_id"].iloc[k]
+            img = image_by_id[image_id]
+            png = _overlay_png(data, img, by_image.get(image_id, []), coco_path, roots,
+                               redraw=score_threshold is not None, max_size=overlay_size)
+            if png:
+                frame = f" frame {img.get('frame')}" if int(img.get("n_frames", 1) or 1) > 1 else ""
+                overlays.append((f"{img['file_name']}{frame}: "
+                                 f"{len(by_image.get(image_id, []))} objects", png))
+
+    settings: dict[str, Any] = {
+        "input": str(coco_path.resolve()) if coco_path else "(in memory)",
+        "kind": "ground truth (no scores)" if ground_truth else "predictions",
+        "score threshold": "none" if score_threshold is None else score_threshold,
+        "pixel size": (f"{pixel_size} {unit} (given)" if pixel_size is not None
+                       else "from each image"),
+        "size unit": unit_used,
+        "frame interval (s)": "none" if frame_interval is None else frame_interval,
+        "objects touching the border": "left out" if exclude_border else "kept",
+    }
+    info = data.get("info") or {}
+    for key, value in (info.get("settings") or {}).items():
+        settings[f"predict: {key}"] = value
+    for key in ("description", "date_created", "emdet_version", "image_root"):
+        if key in info:
+            settings[f"file: {key}"] = info[key]
+    write_report(
+        out / "report.html",
+        instances=instances,
+        summary=summary,
+        images=images,
+        categories=categories,
+        settings=settings,
+        overlays=overlays,
+        title=title or f"emdet statistics: {coco_path.name if coco_path else 'COCO data'}",
+        notes=notes,
+    )
+    return StatsOutputs(out / "instances.csv", out / "summary.csv", out / "report.html",
+                        instances, summary, images)
+

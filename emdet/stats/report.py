@@ -1,0 +1,330 @@
+"""One self-contained HTML page from the statistics tables: plots, tables, overlays, settings.
+
+:func:`write_report` only renders what it is given: the tables of :mod:`emdet.stats.measure`
+(instances, summary, images), example overlay pictures and a dict of settings. Plots are drawn
+with matplotlib and embedded, like the overlays, as base64 PNG, and the styles are inline: the
+page opens from disk in any browser, with no server, no scripts and nothing fetched.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emdet.inference.overlay import class_colour
+from emdet.stats.measure import size_columns
+
+__all__ = [
+    "plot_counts_over_time",
+    "plot_counts_per_image",
+    "plot_size_histograms",
+    "write_report",
+]
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto;
+       max-width: 1200px; color: #222; background: #fff; }
+h1 { font-size: 24px; margin-bottom: 4px; } h2 { font-size: 19px; margin-top: 32px;
+     border-bottom: 1px solid #ccc; padding-bottom: 4px; }
+p.meta { color: #555; margin-top: 0; } .warn { background: #fff4d6; border: 1px solid #e0c060;
+     padding: 8px 12px; margin: 8px 0; }
+nav a { margin-right: 14px; color: #333; }
+.wide { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 12px; margin: 8px 0; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
+th { background: #eee; } td.l, th.l { text-align: left; }
+img.plot { max-width: 100%; display: block; margin: 8px 0; }
+.overlays { display: flex; flex-wrap: wrap; gap: 12px; }
+.overlays figure { margin: 0; max-width: 560px; } .overlays img { max-width: 100%; }
+figcaption { font-size: 12px; color: #555; }
+"""
+
+
+def _rgb(index: int) -> tuple[float, float, float]:
+    r, g, b = class_colour(index)
+    return r / 255, g / 255, b / 255
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _figure(width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt.figure(figsize=(width, height), layout="constrained")
+
+
+def plot_size_histograms(
+    instances: pd.DataFrame, column: str, categories: Sequence[str], *, bins: int = 30
+) -> bytes | None:
+    """PNG of one histogram of ``column`` per category (colours as in the overlays)."""
+    if column not in instances:
+        return None
+    present = [
+        c for c in categories if instances.loc[instances["category"] == c, column].notna().any()
+    ]
+    if not present:
+        return None
+    n = len(present)
+    cols = min(3, n)
+    rows = int(np.ceil(n / cols))
+    fig = _figure(4.2 * cols, 3.0 * rows)
+    for k, cat in enumerate(present):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        values = instances.loc[instances["category"] == cat, column].dropna().to_numpy()
+        colour = _rgb(list(categories).index(cat))
+        ax.hist(values, bins=bins, color=colour, edgecolor="white", linewidth=0.4)
+        ax.axvline(np.median(values), color="#222", linestyle="--", linewidth=1)
+        ax.set_title(f"{cat} (n = {values.size}, median {np.median(values):.3g})", fontsize=10)
+        ax.set_xlabel(column)
+        ax.set_ylabel("objects")
+    return _png(fig)
+
+
+def plot_counts_per_image(summary: pd.DataFrame, categories: Sequence[str]) -> bytes | None:
+    """PNG of object counts per image, stacked by category (a line per category when there are
+    more than 60 images)."""
+    per = summary[summary["scope"] == "image"]
+    if per.empty:
+        return None
+    table = per.pivot_table(index=["image_id"], columns="category", values="count",
+                            aggfunc="sum", sort=False).reindex(columns=list(categories)).fillna(0)
+    labels = per.drop_duplicates("image_id").set_index("image_id")
+    names = [
+        f"{labels.loc[i, 'file_name']}" + (f" [{labels.loc[i, 'frame']}]"
+                                           if _n_frames(per, labels.loc[i, "file_name"]) > 1
+                                           else "")
+        for i in table.index
+    ]
+    n = len(table)
+    fig = _figure(min(14, max(6, 0.35 * n + 3)), 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(n)
+    if n <= 60:
+        bottom = np.zeros(n)
+        for k, cat in enumerate(categories):
+            ax.bar(x, table[cat].to_numpy(), bottom=bottom, color=_rgb(k), label=cat)
+            bottom += table[cat].to_numpy()
+        ax.set_xticks(x)
+        ax.set_xticklabels([s[-28:] for s in names], rotation=60, ha="right", fontsize=8)
+    else:
+        for k, cat in enumerate(categories):
+            ax.plot(x, table[cat].to_numpy(), color=_rgb(k), label=cat, linewidth=1.2)
+        ax.set_xlabel("image (in file order)")
+    ax.set_ylabel("objects")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _n_frames(per: pd.DataFrame, file_name: str) -> int:
+    return int(per.loc[per["file_name"] == file_name, "frame"].nunique())
+
+
+def plot_counts_over_time(
+    summary: pd.DataFrame, images: pd.DataFrame, categories: Sequence[str]
+) -> bytes | None:
+    """PNG of counts per frame for every series (a file with several frames), one panel per
+    file: against ``time_s`` when known, else the frame index."""
+    per = summary[summary["scope"] == "image"]
+    series = [f for f, g in images.groupby("file_name", sort=False) if len(g) > 1]
+    if not series:
+        return None
+    shown = series[:6]
+    fig = _figure(7.5, 2.8 * len(shown))
+    for row, file_name in enumerate(shown):
+        ax = fig.add_subplot(len(shown), 1, row + 1)
+        imgs = images[images["file_name"] == file_name].sort_values("frame")
+        use_time = imgs["time_s"].notna().all()
+        xcol = "time_s" if use_time else "frame"
+        for k, cat in enumerate(categories):
+            counts = per[(per["file_name"] == file_name) & (per["category"] == cat)]
+            merged = imgs[["image_id", xcol]].merge(counts[["image_id", "count"]], on="image_id",
+                                                    how="left").fillna({"count": 0})
+            ax.plot(merged[xcol], merged["count"], marker="o", markersize=3, color=_rgb(k),
+                    label=cat)
+        ax.set_title(file_name, fontsize=10)
+        if not use_time:
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("time (s)" if use_time else "frame")
+        ax.set_ylabel("objects")
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _img(png: bytes, alt: str, cls: str = "plot") -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img class="{cls}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.4e}"
+    return str(value)
+
+
+def _table(df: pd.DataFrame, *, max_rows: int = 60) -> str:
+    if df.empty:
+        return "<p>(empty)</p>"
+    shown = df.head(max_rows)
+    head = "".join(
+        f'<th class="{"l" if df[c].dtype == object else ""}">{html.escape(str(c))}</th>'
+        for c in shown.columns
+    )
+    body = []
+    for row in shown.itertuples(index=False):
+        cells = "".join(
+            f'<td class="{"l" if isinstance(v, str) else ""}">{html.escape(_fmt(v))}</td>'
+            for v in row
+        )
+        body.append(f"<tr>{cells}</tr>")
+    more = (f"<p>{len(df) - max_rows} more rows in the CSV file.</p>"
+            if len(df) > max_rows else "")
+    return f'<div class="wide"><table><tr>{head}</tr>{"".join(body)}</table></div>{more}'
+
+
+def _settings_table(settings: Mapping[str, Any]) -> str:
+    rows = []
+    for key, value in settings.items():
+        text = value if isinstance(value, str) else _json(value)
+        rows.append(f'<tr><th class="l">{html.escape(str(key))}</th>'
+                    f'<td class="l">{html.escape(str(text))}</td></tr>')
+    return f"<table>{''.join(rows)}</table>"
+
+
+def _json(value: Any) -> str:
+    import json
+
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def write_report(
+    path: str | os.PathLike,
+    *,
+    instances: pd.DataFrame,
+    summary: pd.DataFrame,
+    images: pd.DataFrame,
+    categories: Sequence[str],
+    settings: Mapping[str, Any] | None = None,
+    overlays: Sequence[tuple[str, bytes]] = (),
+    title: str = "emdet statistics",
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write the HTML report (atomically) and return its path.
+
+    Parameters
+    ----------
+    path : path
+        The ``.html`` file to write.
+    instances, summary, images : pandas.DataFrame
+        From :func:`~emdet.stats.measure.measure_coco`, :func:`~emdet.stats.measure.summarize`
+        and :func:`~emdet.stats.measure.images_table`.
+    categories : sequence of str
+        Category names in id order (their colours match the overlays).
+    settings : mapping, optional
+        Shown as a table: the run's settings (input, thresholds, model, tile, ...).
+    overlays : sequence of (caption, PNG bytes)
+        Example overlays to show.
+    title : str
+    notes : sequence of str
+        Warnings shown at the top (e.g. uncalibrated images).
+    """
+    path = Path(path)
+    categories = list(categories)
+    sizes = size_columns(instances)
+    diameter = next((c for c in sizes if c.startswith("equivalent_diameter_")), None)
+    length = next((c for c in sizes if c.startswith("rbox_length_")), None)
+    n_images = len(images)
+    totals = ", ".join(
+        f"{cat}: {int((instances['category'] == cat).sum())}" for cat in categories
+    )
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="meta">{n_images} images, {len(instances)} objects ({html.escape(totals)}). '
+        f"Written {time.strftime('%Y-%m-%d %H:%M')}.</p>",
+        '<nav><a href="#sizes">Sizes</a><a href="#counts">Counts</a>'
+        '<a href="#summary">Summary</a><a href="#overlays">Overlays</a>'
+        '<a href="#settings">Settings</a></nav>',
+    ]
+    parts += [f'<div class="warn">{html.escape(n)}</div>' for n in notes]
+
+    parts.append('<h2 id="sizes">Size distributions</h2>')
+    plotted = False
+    for column in [c for c in (diameter, length) if c]:
+        png = plot_size_histograms(instances, column, categories)
+        if png:
+            parts.append(_img(png, f"histograms of {column} per category"))
+            plotted = True
+    if not plotted:
+        parts.append("<p>No objects to plot.</p>")
+
+    parts.append('<h2 id="counts">Counts</h2>')
+    png = plot_counts_per_image(summary, categories)
+    parts.append(_img(png, "objects per image") if png else "<p>No images.</p>")
+    png = plot_counts_over_time(summary, images, categories)
+    if png:
+        parts.append("<h3>Over time (series)</h3>")
+        parts.append(_img(png, "objects per frame of each series"))
+
+    parts.append('<h2 id="summary">Summary</h2>')
+    overall = summary[summary["scope"] == "all"].drop(columns=["scope", "image_id", "frame"])
+    parts.append("<h3>All images</h3>" + _table(_compact(overall)))
+    per_image = summary[summary["scope"] == "image"].drop(columns=["scope"])
+    parts.append("<h3>Per image</h3>" + _table(_compact(per_image), max_rows=60))
+    parts.append("<p>Full tables: summary.csv (per image and category) and instances.csv "
+                 "(one row per object).</p>")
+
+    parts.append('<h2 id="overlays">Example overlays</h2>')
+    if overlays:
+        figs = "".join(
+            f"<figure>{_img(png, caption, 'overlay')}<figcaption>{html.escape(caption)}"
+            "</figcaption></figure>"
+            for caption, png in overlays
+        )
+        parts.append(f'<div class="overlays">{figs}</div>')
+    else:
+        parts.append("<p>No overlays available (the images were not found).</p>")
+
+    parts.append('<h2 id="settings">Settings</h2>')
+    parts.append(_settings_table(settings or {}))
+    parts.append("</body></html>")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _compact(df: pd.DataFrame) -> pd.DataFrame:
+    """The columns worth a glance: counts, density, mean/median/std of the sizes."""
+    keep = [c for c in df.columns if not any(c.endswith(f"_p{q}") for q in range(100))]
+    return df[keep]

@@ -1,0 +1,47 @@
+"""tools/stats_report.py as a user runs it."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_stats_report_cli(predictions_file, tmp_path):
+    out = tmp_path / "stats"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools/stats_report.py"), "--input", str(predictions_file),
+         "--output", str(out), "--pixel-size", "0.25", "--unit", "nm", "--score-threshold",
+         "0.5"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "9 objects in 4 images" in result.stdout
+    instances = pd.read_csv(out / "instances.csv")
+    for col in ("image_id", "category", "score", "area_px", "area_nm2", "equivalent_diameter_nm",
+                "major_axis_nm", "minor_axis_nm", "aspect_ratio", "orientation_deg",
+                "perimeter_nm", "circularity", "rbox_length_nm", "rbox_width_nm",
+                "rbox_angle_deg"):
+        assert col in instances.columns, col
+    # --pixel-size overrides the images' own 0.5 and 2 nm
+    first = instances.iloc[0]
+    assert first["equivalent_diameter_nm"] == pytest.approx(2 * 20 * 0.25, rel=0.01)
+    summary = pd.read_csv(out / "summary.csv")
+    assert {"count", "density_per_um2", "equivalent_diameter_nm_median"} <= set(summary.columns)
+    assert (out / "report.html").stat().st_size > 10_000
+
+
+def test_stats_report_cli_explains_bad_input(tmp_path):
+    spec = importlib.util.spec_from_file_location("stats_tool", REPO / "tools/stats_report.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    bad = tmp_path / "list.json"
+    bad.write_text("[]")
+    with pytest.raises(SystemExit, match="is not a COCO file"):
+        tool.main(["--input", str(bad), "--output", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="does not exist"):
+        tool.main(["--input", str(tmp_path / "nope.json"), "--output", str(tmp_path / "o")])

@@ -1,0 +1,140 @@
+"""report.html: one self-contained page whose plots a browser actually shows."""
+
+import base64
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emdet.inference.overlay import class_colour
+from emdet.stats import images_table, measure_coco, run_stats_report, summarize, write_report
+
+
+class _Refs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs: list[tuple[str, str, str]] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("src", "href", "srcset", "data", "poster", "action"):
+                self.refs.append((tag, name, value or ""))
+
+
+def _report(predictions, path: Path) -> Path:
+    images = images_table(predictions)
+    instances = measure_coco(predictions)
+    categories = [c["name"] for c in predictions["categories"]]
+    summary = summarize(instances, images, categories=categories)
+    overlay = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+    )
+    return write_report(path, instances=instances, summary=summary, images=images,
+                        categories=categories, settings={"tile": 256, "input": "x.json"},
+                        overlays=[("a.tif: 4 objects", overlay)], notes=["a warning"])
+
+
+def test_report_is_self_contained(predictions, tmp_path):
+    path = _report(predictions, tmp_path / "report.html")
+    text = path.read_text()
+    parser = _Refs()
+    parser.feed(text)
+    for tag, name, value in parser.refs:
+        if name == "href":
+            assert value.startswith("#"), (tag, value)
+        else:
+            assert value.startswith("data:image/png;base64,"), (tag, value[:60])
+            assert base64.b64decode(value.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not {"script", "link", "iframe", "object", "embed"} & set(parser.tags)
+    assert "url(" not in text and "@import" not in text and "http" not in text
+    imgs = [r for r in parser.refs if r[0] == "img"]
+    assert len(imgs) == 5  # histograms (diameter, rod length), counts, over time, overlay
+    for anchor in ("sizes", "counts", "summary", "overlays", "settings"):
+        assert f'id="{anchor}"' in text
+    assert "a warning" in text and "series.tif" in text
+
+
+def test_stats_report_on_predictions_and_ground_truth(predictions_file, tmp_path):
+    out = run_stats_report(predictions_file, tmp_path / "stats", score_threshold=0.5,
+                           frame_interval=1.5, max_overlays=2)
+    assert out.report.is_file() and out.instances_csv.is_file() and out.summary_csv.is_file()
+    import pandas as pd
+
+    instances = pd.read_csv(out.instances_csv)
+    assert len(instances) == 9 and "equivalent_diameter_nm" in instances.columns
+    summary = pd.read_csv(out.summary_csv)
+    assert summary.loc[summary["scope"] == "all", "count"].sum() == 9
+    assert "touch the image border" not in out.report.read_text()  # the border disk scores 0.3
+
+    import json
+
+    gt = json.loads(predictions_file.read_text())
+    for ann in gt["annotations"]:
+        ann.pop("score")
+    gt_file = tmp_path / "gt.json"
+    gt_file.write_text(json.dumps(gt))
+    out = run_stats_report(gt_file, tmp_path / "gt_stats", exclude_border=True)
+    assert len(out.instances) == 9 and out.instances["score"].isna().all()
+    text = out.report.read_text()
+    assert "ground truth" in text
+    assert "1 object touches the image border; their sizes are lower bounds and they are left " \
+        "out" in text
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _screenshot(browser: str, html_file: Path, png: Path, profile: Path) -> np.ndarray:
+    import cv2
+
+    cmd = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", f"--user-data-dir={profile}", "--hide-scrollbars",
+        "--window-size=1280,2200", f"--screenshot={png}", html_file.resolve().as_uri(),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert png.is_file(), f"chromium wrote no screenshot: {result.stderr[-2000:]}"
+    return cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB)
+
+
+def _pixels_like(rgb: np.ndarray, colour) -> np.ndarray:
+    return (np.abs(rgb.astype(int) - np.array(colour)).max(axis=2) <= 12)
+
+
+@pytest.mark.skipif(
+    _chromium() is None,
+    reason="headless Chromium not found, so the report is not checked in a browser; install "
+    "it (Debian/Ubuntu: apt-get install -y chromium) to run this test",
+)
+def test_plots_are_visible_in_headless_chromium(predictions, tmp_path):
+    browser = _chromium()
+    report = _report(predictions, tmp_path / "report.html")
+    # The same page without its pictures: what the browser shows if the plots do not render.
+    bare = tmp_path / "bare.html"
+    bare.write_text(re.sub(r'src="data:image/png;base64,[^"]*"', 'src=""', report.read_text()))
+    shot = _screenshot(browser, report, tmp_path / "report.png", tmp_path / "profile1")
+    control = _screenshot(browser, bare, tmp_path / "bare.png", tmp_path / "profile2")
+    assert shot.shape[:2] == (2200, 1280)
+
+    particle, rod = class_colour(0), class_colour(1)  # histogram bar colours
+    blue = _pixels_like(shot, particle)
+    assert blue.sum() > 2000, "the particle histogram is not visible"
+    assert _pixels_like(shot, rod).sum() > 500, "the rod histogram is not visible"
+    assert _pixels_like(control, particle).sum() < 50
+    # Where the bars are, the plot is drawn: axes and labels (dark pixels) next to them.
+    rows = np.flatnonzero(blue.any(axis=1))
+    band = shot[rows.min() : rows.max() + 1]
+    assert (band.max(axis=2) < 100).sum() > 500
+    assert (shot.min(axis=2) < 250).mean() > 0.05  # the page is far from blank
