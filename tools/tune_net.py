@@ -5,9 +5,13 @@
         --space configs/search/vesicles.yaml --trials 8 --output output/tune_vesicles
     # same command again: continues the study; on several machines share a database:
     python tools/tune_net.py ... --storage postgresql://user:pw@host/db --study vesicles-lr
+    # U-Net configs (found by their TASK key, or --task unet): blocks, features, learning rate
+    python tools/tune_net.py --config-file configs/unet/graphene_contamination.yaml \\
+        --space configs/search/unet_graphene.yaml --sampler grid --trials 27 --folds 5
 
 Outputs in --output: trials.csv, best_config.yaml (train it with tools/train_net.py),
-metric_vs_trial.png, trial_NNNN/ (each trial's training folder and log.txt).
+metric_vs_trial.png, trial_NNNN/ (each trial's training folder and log.txt). best_config.yaml
+is retrained with tools/train_net.py, or tools/train_unet.py for U-Net configs.
 """
 import argparse
 import logging
@@ -16,7 +20,15 @@ from pathlib import Path
 
 import emdet  # noqa: F401
 from emdet.config import ConfigError
-from emdet.tuning import Detectron2Runner, SpaceError, TuneSettings, load_space, run_study
+from emdet.tuning import (
+    Detectron2Runner,
+    SpaceError,
+    TuneSettings,
+    UNetRunner,
+    is_unet_config,
+    load_space,
+    run_study,
+)
 
 
 def parse_args(argv=None):
@@ -26,13 +38,18 @@ def parse_args(argv=None):
     p.add_argument("--config-file", required=True, help="config every trial starts from")
     p.add_argument("--space", required=True, help="search space YAML (configs/search/*.yaml)")
     p.add_argument("--trials", type=int, required=True, help="finished trials to reach in all")
-    p.add_argument("--metric", help="metric to optimise (default segm/AP with masks, else bbox/AP)")
+    p.add_argument("--task", choices=["auto", "detectron2", "unet"], default="auto",
+                   help="what trains each trial: tools/train_net.py (detectron2) or "
+                   "tools/train_unet.py (unet); auto: unet for configs with a TASK key")
+    p.add_argument("--metric", help="metric to optimise (default segm/AP with masks, else "
+                   "bbox/AP; U-Net: jaccard for segmentation, f1 for heatmaps)")
     p.add_argument("--minimize", action="store_true", help="lower metric is better")
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///<output>/tune.db)")
     p.add_argument("--study", help="study name (default <config>--<space>)")
     p.add_argument("--sampler", choices=["random", "tpe", "grid"], default="random")
     p.add_argument("--seed", type=int, default=0, help="sampler seed and every trial's SEED")
-    p.add_argument("--folds", type=int, default=1, help="k-fold CV over the training images")
+    p.add_argument("--folds", type=int, default=1, help="k-fold CV over the training images "
+                   "(U-Net: train_unet's k-fold CV over all images)")
     p.add_argument("--output", default="output/tune", help="folder for trials and results")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every trial")
@@ -44,8 +61,10 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="[tune] %(message)s")
     try:
         space = load_space(args.space)
+        unet = args.task == "unet" or (args.task == "auto" and is_unet_config(args.config_file))
+        runner = (UNetRunner if unet else Detectron2Runner)(args.config_file, opts=args.opts)
         settings = TuneSettings(
-            runner=Detectron2Runner(args.config_file, opts=args.opts), space=space,
+            runner=runner, space=space,
             trials=args.trials, output=Path(args.output), metric=args.metric,
             direction="minimize" if args.minimize else "maximize", storage=args.storage,
             study=args.study, sampler=args.sampler, seed=args.seed, folds=args.folds,

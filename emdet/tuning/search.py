@@ -1,7 +1,9 @@
 """Random (or TPE/grid) search over config keys with Optuna, resumable and shareable.
 
 Each trial trains in its own subprocess and folder (``<output>/trial_NNNN``) with the trial's
-values as ``KEY VALUE`` overrides, so a crash or a diverging loss fails that trial only. Trials
+values as ``KEY VALUE`` overrides, so a crash or a diverging loss fails that trial only. A
+runner says how: :class:`Detectron2Runner` (``tools/train_net.py``, detectron2 configs) or
+:class:`UNetRunner` (``tools/train_unet.py``, the dense U-Net configs). Trials
 live in an Optuna storage (SQLite file by default, PostgreSQL URL for several machines): running
 the same command again continues the study up to ``--trials`` finished trials, and trials left
 running by a killed worker are marked failed through Optuna's heartbeat.
@@ -9,6 +11,7 @@ running by a killed worker are marked failed through Optuna's heartbeat.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,8 +25,8 @@ from pathlib import Path
 
 from emdet.tuning.space import SearchSpace, to_opts
 
-__all__ = ["Detectron2Runner", "TrialFailed", "TuneSettings", "make_folds", "run_study",
-           "write_outputs"]
+__all__ = ["Detectron2Runner", "TrialFailed", "TuneSettings", "UNetRunner", "is_unet_config",
+           "make_folds", "run_study", "write_outputs"]
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -66,6 +69,73 @@ class Detectron2Runner:
         return read_metrics(trial_dir / "metrics.json")
 
 
+@dataclass
+class UNetRunner:
+    """Trains and evaluates one trial with ``tools/train_unet.py`` (a U-Net config).
+
+    With ``folds >= 2`` every trial runs train_unet's own k-fold cross-validation over all
+    images of the data set and its metrics are the means over the folds (``cv_summary.csv``);
+    otherwise it trains on ``DATASET.TRAIN_SPLITS`` and is scored on ``DATASET.TEST_SPLITS``.
+    """
+
+    config_file: str
+    opts: Sequence[str] = ()
+    folds: int = 0
+    script: Path = REPO / "tools/train_unet.py"
+
+    def load_config(self, extra: Sequence[str] = ()):
+        from emdet.dense.config import load_unet_config
+
+        return load_unet_config(self.config_file, [*self.opts, *extra])
+
+    def default_metric(self) -> str:
+        """Jaccard index of ``EVAL.POSITIVE_CLASS`` for segmentation, point F1 for heatmaps."""
+        return "jaccard" if self.load_config().TASK == "segmentation" else "f1"
+
+    def run(self, trial_dir: Path, opts: Sequence[str], env: dict, log) -> dict[str, float]:
+        cv = ["--folds", str(self.folds)] if self.folds >= 2 else []
+        cmd = [sys.executable, str(self.script), "--config-file", str(self.config_file),
+               "--quiet", *cv, *self.opts, "OUTPUT_DIR", str(trial_dir), *opts]
+        result = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            raise TrialFailed(f"training exited with {result.returncode}; see {log.name}")
+        if cv:
+            import pandas as pd
+
+            summary = trial_dir / "cv_summary.csv"
+            if not summary.is_file():
+                raise TrialFailed(f"{summary} was not written")
+            return {str(k): float(v) for k, v in pd.read_csv(summary, index_col=0)["mean"].items()}
+        path = trial_dir / "metrics.json"
+        if not path.is_file():
+            raise TrialFailed(f"{path} was not written (DATASET.TEST_SPLITS empty?)")
+        metrics = json.loads(path.read_text())
+        return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def is_unet_config(config_file: str | Path) -> bool:
+    """Whether a YAML file (or a file in its ``_BASE_`` chain) is a dense U-Net config.
+
+    U-Net configs have the top-level key ``TASK`` (``emdet.dense.config``), detectron2 configs
+    never do.
+    """
+    import yaml
+
+    path, seen = Path(config_file), set()
+    while path.is_file() and path not in seen:
+        seen.add(path)
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            return False
+        if "TASK" in data:
+            return True
+        base = data.get("_BASE_")
+        if not isinstance(base, str):
+            return False
+        path = (path.parent / base).resolve()
+    return False
+
+
 def read_metrics(path: Path) -> dict[str, float]:
     """The last value of every evaluation metric (``bbox/...``, ``segm/...``) in metrics.json."""
     if not path.is_file():
@@ -81,7 +151,7 @@ def read_metrics(path: Path) -> dict[str, float]:
 class TuneSettings:
     """Everything one ``tools/tune_net.py`` run needs."""
 
-    runner: Detectron2Runner
+    runner: Detectron2Runner | UNetRunner
     space: SearchSpace
     trials: int
     output: Path
@@ -125,7 +195,8 @@ def make_folds(dataset: str, folds: int, root: Path, *, seed: int = 0) -> list[s
         images = folder / "images"
         if not images.exists():
             images.symlink_to(Path(meta.image_root).resolve(), target_is_directory=True)
-        for split, keep in (("train", lambda i: i not in val), ("val", lambda i: i in val)):
+        for split, keep in (("train", lambda i, v=val: i not in v),
+                            ("val", lambda i, v=val: i in v)):
             part = dict(coco)
             part["images"] = [im for im in coco["images"] if keep(im["id"])]
             part["annotations"] = [a for a in coco["annotations"] if keep(a["image_id"])]
@@ -174,7 +245,10 @@ def run_study(settings: TuneSettings, *, progress: bool = True):
     metric = settings.metric or settings.runner.default_metric()
     fold_names: list[str] = []
     env = dict(os.environ, **settings.env)
-    if settings.folds > 1:
+    runner = settings.runner
+    if settings.folds > 1 and isinstance(runner, UNetRunner):
+        runner = dataclasses.replace(runner, folds=settings.folds)  # train_unet's own CV
+    elif settings.folds > 1:
         from emdet.data.datasets import register_all_from_root
 
         settings.runner.load_config()  # registers nothing itself; datasets come from the root
@@ -219,7 +293,7 @@ def run_study(settings: TuneSettings, *, progress: bool = True):
                 run_dir = trial_dir if name is None else trial_dir / f"fold{k}"
                 if name is not None:
                     opts += settings.runner.fold_opts(name)
-                metrics = settings.runner.run(run_dir, opts, env, log)
+                metrics = runner.run(run_dir, opts, env, log)
                 if metric not in metrics:
                     raise TrialFailed(f"metric {metric!r} not reported; got {sorted(metrics)}")
                 scores.append(float(metrics[metric]))
@@ -291,7 +365,8 @@ def write_outputs(study, settings: TuneSettings, metric: str) -> dict[str, Path]
         cfg = settings.runner.load_config(["SEED", str(settings.seed), *to_opts(values)])
         paths["best_config"] = out / "best_config.yaml"
         header = (f"# Best of study {settings.study_name()}: trial {best.number}, "
-                  f"{metric} = {best.value:.4g}\n# Retrain: python tools/train_net.py "
+                  f"{metric} = {best.value:.4g}\n# Retrain: python tools/"
+                  f"{Path(settings.runner.script).name} "
                   f"--config-file {paths['best_config']}\n")
         _atomic_write_text(paths["best_config"], header + cfg.dump())
     return paths

@@ -141,3 +141,82 @@ def test_real_search_end_to_end_and_best_config_retrains_to_its_metric(tmp_path,
 
     assert read_metrics(retrain / "metrics.json")["bbox/AP50"] == pytest.approx(
         best["bbox/AP50"], abs=1e-6)
+
+
+UNET_TINY = ["MODEL.BLOCKS", "3", "MODEL.FEATURES", "4", "MODEL.DEVICE", "cpu",
+             "INPUT.CROP_SIZE", "32", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3"]
+
+
+@pytest.fixture(scope="module")
+def graphene_root(tmp_path_factory):
+    from emdet.data.synthetic import make_synthetic
+
+    root = tmp_path_factory.mktemp("unet_datasets")
+    make_synthetic("graphene", num=4, size=64, seed=2, output=root / "graphene_synth",
+                   split={"train": 0.5, "val": 0.5}, progress=False)
+    return root
+
+
+def test_unet_configs_are_recognised():
+    from emdet.tuning import is_unet_config
+
+    assert is_unet_config(REPO / "configs/unet/graphene_contamination.yaml")
+    assert not is_unet_config(QUICK)
+
+
+def test_shipped_spaces_check_against_their_configs():
+    from emdet.tuning import UNetRunner
+
+    load_space(REPO / "configs/search/vesicles.yaml").check(
+        lambda opts: Detectron2Runner(str(QUICK)).load_config(opts))
+    unet = UNetRunner(str(REPO / "configs/unet/graphene_contamination.yaml"))
+    space = load_space(REPO / "configs/search/unet_graphene.yaml")
+    space.check(unet.load_config)
+    assert {k: len(v) for k, v in space.grid().items()} == {
+        "MODEL.BLOCKS": 3, "MODEL.FEATURES": 3, "SOLVER.BASE_LR": 3}
+
+
+def test_unet_space_with_a_detectron2_key_is_rejected_before_training(tmp_path):
+    from emdet.tuning import SpaceError, UNetRunner
+
+    space = tmp_path / "space.yaml"
+    space.write_text("MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE: {type: choice, values: [64]}\n")
+    runner = UNetRunner(str(REPO / "configs/unet/graphene_contamination.yaml"))
+    settings = TuneSettings(runner=runner, space=load_space(space), trials=1,
+                            output=tmp_path / "out")
+    with pytest.raises(SpaceError, match=r"space\.yaml.*MODEL\.ROI_HEADS"):
+        run_study(settings, progress=False)
+    assert not list((tmp_path / "out").glob("trial_*"))
+
+
+@pytest.mark.parametrize("folds", [0, 2])
+def test_unet_grid_search_end_to_end_and_best_config_retrains(tmp_path, graphene_root, folds):
+    """tools/tune_net.py on a U-Net config: grid over learning rates, best config retrains."""
+    space = tmp_path / "space.yaml"
+    space.write_text("SOLVER.BASE_LR: {type: choice, values: [1.0e-4, 3.0e-2]}\n")
+    env = dict(os.environ, EMDET_DATASETS=str(graphene_root))
+    out = tmp_path / "tune"
+    cmd = [sys.executable, str(REPO / "tools/tune_net.py"), "--config-file",
+           str(REPO / "configs/unet/graphene_contamination.yaml"), "--space", str(space),
+           "--sampler", "grid", "--trials", "2", "--output", str(out), "--no-progress",
+           *(["--folds", str(folds)] if folds else []), *UNET_TINY]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    frame = pd.read_csv(out / "trials.csv")
+    assert list(frame.state) == ["COMPLETE", "COMPLETE"] and "jaccard" in frame
+    assert sorted(frame["params_SOLVER.BASE_LR"].astype(float)) == [1.0e-4, 3.0e-2]
+    assert frame["jaccard"].between(0, 1).all()
+    if folds:
+        assert (out / "trial_0000" / "cv_summary.csv").is_file()
+        return
+    best = frame.loc[frame["jaccard"].idxmax()]
+    text = (out / "best_config.yaml").read_text()
+    assert "tools/train_unet.py" in text
+    retrain = tmp_path / "retrain"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools/train_unet.py"), "--config-file",
+         str(out / "best_config.yaml"), "--quiet", "OUTPUT_DIR", str(retrain)],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((retrain / "metrics.json").read_text())
+    assert metrics["jaccard"] == pytest.approx(best["jaccard"], abs=1e-9)
