@@ -286,3 +286,46 @@ def test_kitti_dataset_json_is_what_the_mapper_reads(kitti_dataset):
     assert a["bbox_mode"] == BoxMode.XYWHA_ABS
     assert a["bbox"] == pytest.approx([40, 30, 30, 8, -math.degrees(0.4)], abs=1e-6)
     assert Path(d["file_name"]).is_file()
+
+
+@pytest.mark.parametrize("name", ["identity", "rot90_k1", "hflip"])
+def test_convention_end_to_end_through_the_model_to_coco_output(kitti_dataset, name):
+    """LabelImg-KITTI file -> data set -> augmentation -> the rotated head's decoding, NMS and
+    canonical form -> COCO result (rbox, corner polygon): the corners stay the drawn ones.
+
+    The head is the real ``EMRotatedFastRCNNOutputLayers`` of the nanorod config; its class
+    scores and box deltas are set to what a perfect network would output for proposals that
+    are the rods turned by up to 40 degrees, stretched and shifted.
+    """
+    from detectron2.modeling import build_model
+    from detectron2.structures import Instances
+
+    import emdet.modeling  # noqa: F401
+    from emdet.evaluation.rotated import instances_to_rotated_json
+
+    out, tfm = _mapped(kitti_dataset, [Fixed(TRANSFORMS[name])])
+    gt = out["instances"].gt_boxes.tensor.double()
+    cfg = load_config(Path(__file__).resolve().parents[2]
+                      / "configs/quick_schedules/nanorods_rotated_instant_test.yaml",
+                      ["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.5"])
+    head = build_model(cfg).roi_heads.box_predictor
+    rng = np.random.default_rng(0)
+    n = len(gt)
+    proposals = gt.clone()
+    proposals[:, :2] += torch.tensor(rng.uniform(-2, 2, (n, 2)))
+    proposals[:, 2:4] *= torch.tensor(rng.uniform(0.8, 1.25, (n, 2)))
+    proposals[:, 4] += torch.tensor(rng.uniform(-40, 40, n))
+    deltas = head.box2box_transform.get_deltas(proposals, gt).float()
+    logits = torch.tensor([[8.0, -8.0]] * n)  # (R, K + 1): class 0, then background
+    props = Instances(tuple(out["image"].shape[1:]),
+                      proposal_boxes=RotatedBoxes(proposals.float()))
+    (pred,), _ = head.inference((logits, deltas), [props])
+    assert len(pred) == n
+    results = instances_to_rotated_json(pred, img_id=1)
+    drawn = [tfm.apply_coords(kitti_corners(*k)) for k in KITTI]
+    for r in results:
+        cx, cy, w, h, a = r["rbox"]
+        assert w >= h and -90 <= a < 90
+        polygon = np.array(r["segmentation"][0]).reshape(4, 2)
+        assert same_corners(polygon, d2_corners([r["rbox"]])[0], atol=1e-2)  # 2 decimals
+        assert sum(same_corners(d, polygon, atol=5e-2) for d in drawn) == 1, (name, r["rbox"])
