@@ -41,6 +41,8 @@ def _emdet_model(size: int, device: str, train: bool):
     import torch
 
     import emdet  # noqa: F401  (before detectron2)
+
+    # isort: split
     from detectron2.modeling import build_model
     from detectron2.structures import BitMasks, Boxes, Instances
 

@@ -2,7 +2,12 @@
 
 Usage::
 
-    python benchmarks/run_all.py [--quick] [--only NAME] [--threads N]
+    python benchmarks/run_all.py [--quick] [--only NAME] [--skip NAME] [--threads N]
+    python benchmarks/run_all.py --markdown      # README table from the stored results
+
+Each benchmark's rows are also kept in ``results/<bench_name>.json`` (date, machine, rows), so a
+benchmark run on its own (``--only``) or on another machine (the GPU rows) adds to the others;
+``--markdown`` prints them all as the README's table, each row with the date and machine.
 
 ``ratio`` is the speed-up of emdet over the baseline measured in the same run (> 1: emdet is
 faster); ``peak_mem_MB`` is emdet's peak extra memory for one call (see ``_common.py``).
@@ -28,12 +33,39 @@ sys.path.insert(0, str(HERE))
 from _common import COLUMNS, load_module, machine  # noqa: E402
 
 
-def discover(only: str | None = None) -> list[Path]:
-    """The ``bench_*.py`` files, or those whose name contains ``only``."""
+def discover(only: str | None = None, skip: list[str] | None = None) -> list[Path]:
+    """The ``bench_*.py`` files, or those whose name contains ``only``, less ``skip`` ones."""
     files = sorted(HERE.glob("bench_*.py"))
     if only:
         files = [f for f in files if only in f.stem]
-    return files
+    return [f for f in files if not any(s in f.stem for s in skip or [])]
+
+
+def machine_line(info: dict) -> str:
+    """One line naming a machine of :func:`_common.machine`."""
+    where = info.get("gpu") or f"{info.get('cpu_count')} CPU cores"
+    load = info.get("load_avg")
+    load = f", load {load[0]:.1f}" if load else ""
+    return f"{where}, torch {info.get('torch')}, {info.get('torch_threads')} threads{load}"
+
+
+def markdown(results: list[dict]) -> str:
+    """Markdown table of stored results (one ``results/<bench>.json`` payload each)."""
+    lines = ["| benchmark | case | value | unit | baseline | ratio | peak MB | device | measured |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for res in results:
+        when = f"{res['date'][:10]}{' (quick)' if res.get('quick') else ''}"
+        for r in res["rows"]:
+            cells = [r["benchmark"], r["case"]] + [_fmt(r.get(c)) for c in
+                                                   ("value", "unit", "baseline", "ratio",
+                                                    "peak_mem_MB", "device")]
+            lines.append("| " + " | ".join(cells + [when]) + " |")
+    machines = sorted({machine_line(res["machine"]) for res in results})
+    return "\n".join(lines + ["", "Machines: " + "; ".join(machines) + "."])
+
+
+def stored_results() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((HERE / "results").glob("bench_*.json"))]
 
 
 def _fmt(value) -> str:
@@ -70,28 +102,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller baselines, fewer repeats")
     parser.add_argument("--only", help="run only benchmarks whose file name contains this")
+    parser.add_argument("--skip", action="append", default=[],
+                        help="leave out benchmarks whose file name contains this (repeatable)")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the stored results as a markdown table and exit")
     parser.add_argument(
         "--threads", type=int, help="torch CPU threads (default: torch's own choice)"
     )
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(stored_results()))
+        return
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
         os.environ["EMDET_BENCH_THREADS"] = str(args.threads)  # for the memory subprocesses
 
-    files = discover(args.only)
+    files = discover(args.only, args.skip)
     if not files:
         raise SystemExit(f"no benchmarks/bench_*.py matches --only {args.only!r}")
     rows: list[dict] = []
     start = time.time()
+    (HERE / "results").mkdir(exist_ok=True)
     for path in files:
         print(f"running {path.name} ...", file=sys.stderr, flush=True)
-        rows.extend(load_module(path).run(quick=args.quick))
+        t0 = time.time()
+        these = load_module(path).run(quick=args.quick)
+        rows.extend(these)
+        _write_json(HERE / "results" / f"{path.stem}.json", {
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": args.quick,
+            "seconds": round(time.time() - t0, 1), "machine": machine(), "rows": these})
     print(format_table(rows))
 
     out = HERE / "results" / "latest.json"
-    out.parent.mkdir(exist_ok=True)
     payload = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "quick": args.quick,
@@ -99,8 +143,14 @@ def main() -> None:
         "machine": machine(),
         "rows": rows,
     }
-    out.write_text(json.dumps(payload, indent=2) + "\n")
+    _write_json(out, payload)
     print(f"\nwrote {out.relative_to(HERE.parent)}", file=sys.stderr)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def _works(python: Path) -> bool:
 
 def setup() -> Path:
     """Create/refresh the environment; return its Python."""
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036  (bootstrap runs on any system Python)
         sys.exit(f"[emdet] needs Python >= 3.10, this is {sys.version.split()[0]}")
     python = _python()
     fingerprint = _fingerprint()

@@ -9,6 +9,8 @@
 import sys
 
 import emdet  # noqa: F401  (makes detectron2 complete before it is imported)
+
+# isort: split
 from detectron2.engine import default_argument_parser, launch
 
 from emdet.config import ConfigError

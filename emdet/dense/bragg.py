@@ -71,8 +71,9 @@ logger = logging.getLogger(__name__)
 
 #: Gaussian kernels are cut at this many standard deviations (as scipy.ndimage's default).
 _TRUNCATE = 4.0
-#: Aperture sizes (cycles per pixel) searched by :func:`fit_bragg_filter` by default.
-SIGMA_GRID = (0.004, 0.006, 0.008, 0.011, 0.0156, 0.022, 0.03)
+#: Aperture sizes (cycles per pixel) searched by :func:`fit_bragg_filter` by default, from about
+#: one frequency bin of a padded 256 px image up to twice the paper's 0.0156.
+SIGMA_GRID = (0.002, 0.003, 0.004, 0.006, 0.008, 0.011, 0.0156, 0.022, 0.03)
 #: Peak thresholds searched by :func:`fit_bragg_filter` by default (log-spaced).
 G_THRESH_GRID = tuple(float(v) for v in np.geomspace(5e-4, 3e-2, 10))
 

@@ -29,8 +29,8 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
 import emdet.modeling  # noqa: F401  (registers emdet's heads)
 from emdet.compat import has_compiled_ops
-from emdet.engine.checkpoint import AtomicCheckpointer
 from emdet.config import ConfigError, load_config
+from emdet.engine.checkpoint import AtomicCheckpointer
 
 __all__ = ["EMTrainer", "setup_cfg"]
 

@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 
 import emdet  # noqa: F401
+
+# isort: split
 from detectron2.data import transforms as T
 from detectron2.structures import RotatedBoxes
 
@@ -31,7 +33,7 @@ def _same_point_sets(a: np.ndarray, b: np.ndarray) -> bool:
     return all(
         np.allclose(np.sort(pa.round(6).view("f8,f8"), axis=0).view("f8"),
                     np.sort(pb.round(6).view("f8,f8"), axis=0).view("f8"), atol=1e-5)
-        for pa, pb in zip(a, b)
+        for pa, pb in zip(a, b, strict=True)
     )
 
 

@@ -66,10 +66,10 @@ def test_diverging_loss_names_iteration_and_suggests_lower_lr(data_root, tmp_pat
 def test_point_datasets_are_evaluated_as_boxes(tmp_path):
     from detectron2.data import MetadataCatalog
 
-    from emdet.data.synthetic import make_synthetic
-    from emdet.data.datasets import register_all_from_root
-    from emdet.engine import EMTrainer
     from emdet.config import load_config
+    from emdet.data.datasets import register_all_from_root
+    from emdet.data.synthetic import make_synthetic
+    from emdet.engine import EMTrainer
 
     make_synthetic("merons", num=2, size=96, seed=1, output=tmp_path / "merons_tiny",
                    split={"train": 0.5, "val": 0.5})

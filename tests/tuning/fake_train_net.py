@@ -15,7 +15,7 @@ args = sys.argv[1:]
 i = args.index("--config-file")
 opts = args[:i] + args[i + 2:]
 values = {k: ast.literal_eval(v) if v[:1] in "0123456789-[(.'\"" else v
-          for k, v in zip(opts[::2], opts[1::2])}
+          for k, v in zip(opts[::2], opts[1::2], strict=True)}
 time.sleep(float(os.environ.get("FAKE_TRAIN_SLEEP", "0")))
 lr = values["SOLVER.BASE_LR"]
 if lr > 0.015:

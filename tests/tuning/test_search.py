@@ -67,10 +67,10 @@ def test_rerun_continues_the_study(tmp_path):
 
 def _worker(tmp_path, trials, env=None):
     code = (
-        "import sys; sys.path.insert(0, %r); from test_search import _settings; "
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        "from test_search import _settings; "
         "from emdet.tuning import run_study; from pathlib import Path; "
-        "run_study(_settings(Path(%r), %d), progress=False)"
-        % (str(Path(__file__).parent), str(tmp_path), trials)
+        f"run_study(_settings(Path({str(tmp_path)!r}), {trials:d}), progress=False)"
     )
     return subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ, **(env or {})),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
