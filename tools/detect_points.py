@@ -8,8 +8,9 @@
 Writes ``points/<stem>.csv`` (frame, x, y, class, score; x/y in pixels, pixel centres at +0.5),
 ``overlays/<name>.png`` (``_f0007`` for frame 7 of a multi-page TIFF), ``summary.csv`` and, when
 some inputs fail, ``failures.csv``; the other inputs still complete (exit status 1 then).
-Heatmap models give the peaks above ``HEATMAP.THRESHOLD``; segmentation models the centroids of
-predicted regions. Logic: :mod:`emdet.dense.apply`, :class:`emdet.dense.DensePredictor`.
+Heatmap models give the peaks above the per-class thresholds calibrated in training (stored in
+the checkpoint; ``HEATMAP.CALIBRATE False HEATMAP.THRESHOLD 0.4`` sets one by hand);
+segmentation models the centroids of predicted regions. Logic: :mod:`emdet.dense.apply`, :class:`emdet.dense.DensePredictor`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="Overrides (KEY VALUE, e.g. MODEL.WEIGHTS path HEATMAP.THRESHOLD 0.4) may go "
+        epilog="Overrides (KEY VALUE, e.g. MODEL.WEIGHTS path HEATMAP.CALIBRATE False "
+        "HEATMAP.THRESHOLD 0.4) may go "
         "before --input or after --output.",
     )
     parser.add_argument("--config-file", required=True, help="dense-model config (YAML)")

@@ -108,8 +108,12 @@ def _add_heatmap_config(cfg: CN) -> None:
     cfg.HEATMAP = CN()
     # Standard deviation in pixels of the Gaussian peak drawn at each annotated point.
     cfg.HEATMAP.SIGMA = 2.0
-    # A predicted peak must exceed this heatmap value (0..1).
+    # A predicted peak must exceed this heatmap value (0..1), unless CALIBRATE.
     cfg.HEATMAP.THRESHOLD = 0.3
+    # After training, pick each class's threshold that maximises F1 on the training images
+    # (within EVAL.MATCH_RADIUS), store it in the checkpoint and use it in evaluation and
+    # tools/detect_points.py; False uses THRESHOLD for every class.
+    cfg.HEATMAP.CALIBRATE = True
     # Peaks closer than this many pixels are merged (the weaker is dropped).
     cfg.HEATMAP.MIN_DISTANCE = 3
 

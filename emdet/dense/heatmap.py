@@ -13,7 +13,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["find_peaks", "gaussian_heatmap", "heatmap_points", "points_from_labels"]
+__all__ = ["calibrate_thresholds", "find_peaks", "gaussian_heatmap", "heatmap_points",
+           "points_from_labels"]
+
+#: Peak thresholds tried by :func:`calibrate_thresholds`.
+THRESHOLD_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
 
 def gaussian_heatmap(
@@ -156,11 +160,14 @@ def _parabola_offset(hm: np.ndarray, rc: np.ndarray, *, axis: int) -> np.ndarray
 def heatmap_points(
     heatmaps: np.ndarray,
     *,
-    threshold: float = 0.3,
+    threshold: float | Sequence[float] = 0.3,
     min_distance: int = 3,
     subpixel: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`find_peaks` on every channel of a ``(C, H, W)`` heatmap.
+
+    ``threshold`` is one value for all channels or one per channel (e.g. from
+    :func:`calibrate_thresholds`).
 
     Returns
     -------
@@ -174,9 +181,10 @@ def heatmap_points(
     heatmaps = np.asarray(heatmaps)
     if heatmaps.ndim != 3:
         raise ValueError(f"heatmap_points needs (C, H, W) heatmaps, got shape {heatmaps.shape}.")
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(heatmaps),))
     pts, cls, sc = [], [], []
     for c, channel in enumerate(heatmaps):
-        p, s = find_peaks(channel, threshold=threshold, min_distance=min_distance,
+        p, s = find_peaks(channel, threshold=float(thresholds[c]), min_distance=min_distance,
                           subpixel=subpixel)
         pts.append(p)
         sc.append(s)
@@ -249,3 +257,67 @@ def points_from_labels(
     keep = area >= min_area
     xy = np.stack([cx + 0.5, cy + 0.5], axis=1)
     return xy[keep], cls[keep], scores[keep]
+
+
+def calibrate_thresholds(
+    heatmaps: Sequence[np.ndarray],
+    points: Sequence[np.ndarray],
+    point_classes: Sequence[np.ndarray],
+    *,
+    radius: float,
+    min_distance: int = 3,
+    default: float = 0.3,
+    grid: Sequence[float] = THRESHOLD_GRID,
+) -> np.ndarray:
+    """Per class, the peak threshold that maximises pooled F1 against annotated points.
+
+    A network trained with a peak-weighted loss (``LOSS.PEAK_WEIGHT``) over-predicts: its
+    heatmaps are high around and between the annotated points, and a fixed threshold gives many
+    false positives. This picks, for each channel, the threshold from ``grid`` whose peaks best
+    match the annotations (one-to-one within ``radius``; :func:`emdet.evaluation.point_metrics`);
+    where several are equally good, the middle one of them.
+
+    Parameters
+    ----------
+    heatmaps : sequence of numpy.ndarray
+        One ``(C, H, W)`` prediction per image.
+    points, point_classes : sequence of numpy.ndarray
+        Per image, ``(N, 2)`` annotated ``(x, y)`` and their ``(N,)`` class indices.
+    radius : float, keyword-only
+        Matching radius in pixels (``EVAL.MATCH_RADIUS``).
+    min_distance : int, keyword-only
+        As in :func:`find_peaks` (``HEATMAP.MIN_DISTANCE``).
+    default : float, keyword-only
+        Threshold of a class with no annotated point.
+    grid : sequence of float, keyword-only
+        Thresholds tried (default 0.05 to 0.95 in steps of 0.05).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(C,)`` float64 thresholds.
+    """
+    from emdet.evaluation.points import match_points
+
+    grid = np.sort(np.asarray(grid, dtype=np.float64))
+    n_classes = int(np.asarray(heatmaps[0]).shape[0]) if len(heatmaps) else 0
+    out = np.full(n_classes, float(default))
+    for c in range(n_classes):
+        tp = np.zeros(len(grid))
+        n_pred = np.zeros(len(grid))
+        n_gt = 0
+        for hm, pts, cls in zip(heatmaps, points, point_classes, strict=True):
+            gt = np.asarray(pts, dtype=np.float64).reshape(-1, 2)[np.asarray(cls) == c]
+            n_gt += len(gt)
+            found, scores = find_peaks(np.asarray(hm)[c], threshold=float(grid[0]),
+                                       min_distance=min_distance)
+            for k, t in enumerate(grid):
+                keep = found[scores > t] if k else found
+                n_pred[k] += len(keep)
+                tp[k] += len(match_points(keep, gt, radius=radius)[0])
+        if n_gt == 0:
+            continue
+        f1 = 2 * tp / np.maximum(n_pred + n_gt, 1)
+        best = np.flatnonzero(f1 >= f1.max() - 1e-12)
+        out[c] = float(grid[best[len(best) // 2]])
+    return out

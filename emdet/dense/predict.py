@@ -25,6 +25,7 @@ __all__ = [
     "CheckpointError",
     "DensePredictor",
     "build_unet",
+    "heatmap_thresholds",
     "load_checkpoint",
     "predict_probabilities",
     "resolve_device",
@@ -214,6 +215,14 @@ class DensePredictor:
             self.classes = tuple(f"class_{i}" for i in range(self.model.classes))
         self.model.to(self.device).eval()
         self.weights = Path(path)
+        #: Peak thresholds calibrated in training (per class), or None.
+        self.stored_thresholds = data.get("heatmap_thresholds")
+
+    @property
+    def thresholds(self) -> float | list[float]:
+        """Heatmap peak thresholds: the checkpoint's calibrated ones (``HEATMAP.CALIBRATE``,
+        the default) or ``HEATMAP.THRESHOLD``."""
+        return heatmap_thresholds(self.cfg, self.stored_thresholds)
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """``(C, H, W)`` float32 probabilities (or heatmaps) of a raw ``(H, W)`` image."""
@@ -232,18 +241,26 @@ class DensePredictor:
     def points(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Points ``(N, 2)`` ``(x, y)``, class indices ``(N,)`` and scores ``(N,)``.
 
-        Heatmap models: peaks of each channel above ``HEATMAP.THRESHOLD`` at least
-        ``HEATMAP.MIN_DISTANCE`` apart. Segmentation models: centroids of the predicted
+        Heatmap models: peaks of each channel above its threshold (:attr:`thresholds`) at
+        least ``HEATMAP.MIN_DISTANCE`` apart. Segmentation models: centroids of the predicted
         regions of every class but the first (background).
         """
         from emdet.dense.heatmap import heatmap_points, points_from_labels
 
         probs = self.probabilities(image)
         if self.task == "heatmap":
-            return heatmap_points(probs, threshold=float(self.cfg.HEATMAP.THRESHOLD),
+            return heatmap_points(probs, threshold=self.thresholds,
                                   min_distance=int(self.cfg.HEATMAP.MIN_DISTANCE))
         xy, cls, scores = points_from_labels(probs.argmax(0), probabilities=probs)
         return xy, cls, scores
+
+
+def heatmap_thresholds(cfg, stored) -> float | list[float]:
+    """The peak thresholds to use: those stored with the model (``HEATMAP.CALIBRATE``) or
+    ``HEATMAP.THRESHOLD``."""
+    if cfg.HEATMAP.CALIBRATE and stored is not None:
+        return [float(t) for t in stored]
+    return float(cfg.HEATMAP.THRESHOLD)
 
 
 def _with_training_input(cfg, trained_cfg: str | None, path) -> Any:

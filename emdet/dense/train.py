@@ -43,6 +43,7 @@ from emdet.dense.losses import heatmap_loss, segmentation_loss
 from emdet.dense.predict import (
     architecture,
     build_unet,
+    heatmap_thresholds,
     load_checkpoint,
     predict_probabilities,
     resolve_device,
@@ -118,7 +119,9 @@ def train_model(
     Returns
     -------
     UNet
-        In eval mode, on the configured device.
+        In eval mode, on the configured device; heatmap models carry the calibrated peak
+        thresholds as ``model.heatmap_thresholds`` (list, one per class; None without
+        ``HEATMAP.CALIBRATE``), also stored in the checkpoint.
 
     Raises
     ------
@@ -141,6 +144,7 @@ def train_model(
     if resume and final.is_file():
         data = load_checkpoint(final, map_location=device)
         model.load_state_dict(data["model"])
+        model.heatmap_thresholds = data.get("heatmap_thresholds")
         logger.info("%s: already trained, loaded %s", desc, final)
         return model.eval()
     if resume and last.is_file():
@@ -211,13 +215,36 @@ def train_model(
             logger.info("%s: iteration %d, loss %.4f, wrote %s", desc, iteration + 1, loss_avg,
                         last)
     bar.close()
+    model.eval()
+    model.heatmap_thresholds = None
+    if task == "heatmap" and cfg.HEATMAP.CALIBRATE:
+        model.heatmap_thresholds = _calibrate(cfg, model, samples, classes)
+        meta["heatmap_thresholds"] = model.heatmap_thresholds
+        print(f"[{desc}] calibrated peak thresholds on the training images: " + ", ".join(
+            f"{c} {t:.2f}" for c, t in zip(classes, model.heatmap_thresholds, strict=True)),
+            flush=True)
     save_checkpoint(final, {**meta, "model": model.state_dict(), "iteration": max_iter - 1})
     if last.is_file():
         last.unlink()
     if loss_avg is not None:
         print(f"[{desc}] {max_iter} iterations, final loss {loss_avg:.4f}, wrote {final}",
               flush=True)
-    return model.eval()
+    return model
+
+
+def _calibrate(cfg, model, samples: Sequence[DenseSample], classes) -> list[float]:
+    """Per-class heatmap thresholds maximising F1 on ``samples`` (``HEATMAP.CALIBRATE``)."""
+    from emdet.dense.heatmap import calibrate_thresholds
+
+    device = next(model.parameters()).device
+    probs = [predict_probabilities(model, s.image, task="heatmap", device=device,
+                                   tile=int(cfg.PREDICT.TILE),
+                                   overlap=int(cfg.PREDICT.TILE_OVERLAP)) for s in samples]
+    thresholds = calibrate_thresholds(
+        probs, [s.points for s in samples], [s.point_classes for s in samples],
+        radius=float(cfg.EVAL.MATCH_RADIUS), min_distance=int(cfg.HEATMAP.MIN_DISTANCE),
+        default=float(cfg.HEATMAP.THRESHOLD))
+    return [float(t) for t in thresholds]
 
 
 def evaluate(
@@ -267,7 +294,8 @@ def evaluate(
                 radius=float(cfg.EVAL.MATCH_RADIUS), classes=list(classes), names=names)
             _add_point_metrics(metrics, pt, classes[1:], prefix="points_")
     else:
-        thr, md = float(cfg.HEATMAP.THRESHOLD), int(cfg.HEATMAP.MIN_DISTANCE)
+        thr = heatmap_thresholds(cfg, getattr(model, "heatmap_thresholds", None))
+        md = int(cfg.HEATMAP.MIN_DISTANCE)
         found = [heatmap_points(p, threshold=thr, min_distance=md) for p in probs]
         per_image = point_metrics_by_class(
             [f[0] for f in found], [f[1] for f in found],

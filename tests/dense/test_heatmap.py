@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from emdet.dense import heatmap as heatmap_module
-from emdet.dense.heatmap import find_peaks, gaussian_heatmap, heatmap_points, points_from_labels
+from emdet.dense.heatmap import (
+    calibrate_thresholds,
+    find_peaks,
+    gaussian_heatmap,
+    heatmap_points,
+    points_from_labels,
+)
 from emdet.dense.losses import heatmap_loss, segmentation_loss, unet_weight_map
 
 
@@ -134,3 +140,50 @@ def test_losses_reduce_to_plain_cross_entropy_and_weight_peaks():
     miss_peak = torch.full((1, 1, 8, 8), -5.0)
     assert heatmap_loss(miss_peak, target, peak_weight=10) > heatmap_loss(
         miss_peak, target, peak_weight=0)
+
+
+def _scene(rng, n_true=6, n_false=4, true_peak=0.8, false_peak=0.5, size=64):
+    """(1, H, W) heatmap: annotated points peak at ``true_peak``, spurious ones at
+    ``false_peak``; returns the heatmap and the annotated points."""
+    def draw():  # at pixel centres, so each peak pixel holds exactly its peak value
+        return rng.integers(4, size - 4, (n_true + n_false, 2)) + 0.5
+
+    pts = draw()
+    while True:  # keep the peaks apart
+        d = np.linalg.norm(pts[:, None] - pts[None], axis=2) + np.eye(len(pts)) * 99
+        if d.min() > 8:
+            break
+        pts = draw()
+    hm = np.zeros((1, size, size), np.float32)
+    for k, p in enumerate(pts):
+        peak = true_peak if k < n_true else false_peak
+        hm = np.maximum(hm, peak * gaussian_heatmap(p[None], (size, size), sigma=1.5))
+    return hm, pts[:n_true]
+
+
+def test_calibrated_threshold_separates_true_from_spurious_peaks():
+    rng = np.random.default_rng(0)
+    scenes = [_scene(rng) for _ in range(3)]
+    heatmaps = [h for h, _ in scenes]
+    points = [p for _, p in scenes]
+    classes = [np.zeros(len(p), np.int64) for p in points]
+    t = calibrate_thresholds(heatmaps, points, classes, radius=2.0)
+    # peaks are kept when > t: 0.5 <= t < 0.8 gives F1 1; the middle of 0.50..0.75 is 0.65
+    assert t.tolist() == [pytest.approx(0.65)]
+    xy, cls, _ = heatmap_points(heatmaps[0], threshold=t)
+    assert len(xy) == len(points[0])
+    # a fixed low threshold keeps the spurious peaks too
+    assert len(heatmap_points(heatmaps[0], threshold=0.3)[0]) == 10
+
+
+def test_calibration_per_class_and_a_class_without_points_keeps_the_default():
+    rng = np.random.default_rng(1)
+    (a, pa), (b, pb) = _scene(rng), _scene(rng, true_peak=0.45, false_peak=0.2)
+    empty = np.zeros_like(a)
+    hm = np.concatenate([a, b, empty])  # (3, H, W): class 2 has no annotation at all
+    pts = np.concatenate([pa, pb])
+    cls = np.r_[np.zeros(len(pa), np.int64), np.ones(len(pb), np.int64)]
+    t = calibrate_thresholds([hm], [pts], [cls], radius=2.0, default=0.3)
+    assert t[0] == pytest.approx(0.65) and 0.2 <= t[1] < 0.45 and t[2] == 0.3
+    xy, found, _ = heatmap_points(hm, threshold=t)
+    assert np.bincount(found, minlength=3).tolist() == [len(pa), len(pb), 0]

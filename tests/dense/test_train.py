@@ -127,6 +127,30 @@ def test_heatmap_training_and_point_metrics(merons_dir, tmp_path):
     assert xy.shape[1] == 2 and len(cls) == len(scores) == len(xy)
 
 
+def test_heatmap_thresholds_are_calibrated_stored_and_used(merons_dir, tmp_path):
+    from emdet.dense.heatmap import calibrate_thresholds
+    from emdet.dense.predict import predict_probabilities
+
+    cfg = _cfg("merons_heatmap.yaml", merons_dir, tmp_path, "SOLVER.MAX_ITER", "4")
+    samples, classes = load_dense_samples(cfg)
+    model = train_model(cfg, samples, classes, tmp_path, progress=False)
+    stored = load_checkpoint(tmp_path / "model_final.pth")["heatmap_thresholds"]
+    probs = [predict_probabilities(model, s.image, task="heatmap", device="cpu")
+             for s in samples]
+    expected = calibrate_thresholds(probs, [s.points for s in samples],
+                                    [s.point_classes for s in samples],
+                                    radius=cfg.EVAL.MATCH_RADIUS,
+                                    min_distance=cfg.HEATMAP.MIN_DISTANCE)
+    assert stored == pytest.approx(expected.tolist()) and model.heatmap_thresholds == stored
+    assert DensePredictor(cfg, weights=tmp_path / "model_final.pth").thresholds == stored
+    manual = _cfg("merons_heatmap.yaml", merons_dir, tmp_path, "HEATMAP.CALIBRATE", "False",
+                  "HEATMAP.THRESHOLD", "0.45")
+    assert DensePredictor(manual, weights=tmp_path / "model_final.pth").thresholds == 0.45
+    # resuming a finished run gives the model back with its thresholds
+    again = train_model(cfg, samples, classes, tmp_path, resume=True, progress=False)
+    assert again.heatmap_thresholds == stored
+
+
 def test_checkpoints_are_loaded_without_running_code(tmp_path):
     import datetime
 
