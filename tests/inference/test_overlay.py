@@ -1,0 +1,78 @@
+"""Overlays (predict and reports): outlines lie on the predicted box or mask edges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emdet.data.geometry import rbox_to_polygon
+from emdet.inference.overlay import class_colour, draw_overlay
+from emdet.inference.rle import MaskCrop
+from emdet.inference.tiling import Detections
+
+
+def _grey(h: int = 96, w: int = 128) -> np.ndarray:
+    return (np.arange(h * w).reshape(h, w) % 50 + 100).astype(np.uint8)
+
+
+def _drawn(out: np.ndarray, grey: np.ndarray) -> np.ndarray:
+    """Pixels the drawing changed markedly (anti-aliased lines blend into their neighbours)."""
+    return np.abs(out.astype(int) - grey.astype(int)).max(axis=2) > 30
+
+
+def _colour_of(out: np.ndarray, grey: np.ndarray, drawn: np.ndarray) -> int:
+    """The class whose colour is nearest to the most strongly drawn pixels."""
+    change = np.abs(out.astype(int) - grey.astype(int)).max(axis=2)
+    strong = drawn & (change >= np.percentile(change[drawn], 75))
+    mean = out[strong].mean(axis=0)
+    return int(np.argmin([np.abs(mean - class_colour(k)).max() for k in range(10)]))
+
+
+def _edge_points(box, n: int = 9) -> np.ndarray:
+    c = rbox_to_polygon(np.asarray(box, float))
+    return np.concatenate([c[i] + np.linspace(0.15, 0.85, n)[:, None] * (c[(i + 1) % 4] - c[i])
+                           for i in range(4)])
+
+
+@pytest.mark.parametrize("box", [[64, 48, 60, 14, 30], [40, 30, 30, 8, -75], [90, 60, 20, 20, 0]])
+def test_rotated_outline_pixels_get_the_class_colour(box):
+    img = _grey()
+    det = Detections(boxes=[box], scores=[0.9], classes=[1])
+    out = draw_overlay(img, det, ["a", "b"], legend=False)
+    assert out.shape == (96, 128, 3) and out.dtype == np.uint8
+    grey = np.repeat(img[:, :, None], 3, axis=2)
+    drawn = _drawn(out, grey)
+    points = _edge_points(box)
+    near = [drawn[int(y) - 1:int(y) + 2, int(x) - 1:int(x) + 2].any() for x, y in points]
+    assert all(near)
+    assert _colour_of(out, grey, drawn) == 1
+    cx, cy = int(box[0]), int(box[1])
+    assert np.array_equal(out[cy, cx], grey[cy, cx])  # not filled
+    assert np.any(out != grey, axis=2).sum() < 8 * (box[2] + box[3])  # only the outline
+    assert np.array_equal(img, _grey())  # input untouched
+
+
+def test_mask_outlines_axis_aligned_boxes_legend_and_downscaling():
+    img = _grey(200, 300)
+    mask = np.zeros((20, 30), bool)
+    mask[5:15, 5:25] = True
+    det = Detections(boxes=[[100, 50, 130, 70], [10, 10, 60, 40]], scores=[0.9, 0.8],
+                     classes=[0, 1], masks=[MaskCrop(y0=50, x0=100, mask=mask),
+                                            MaskCrop(y0=10, x0=10, mask=np.zeros((0, 0), bool))])
+    out = draw_overlay(img, det, ["vesicle", "hole"], legend=False)
+    grey = np.repeat(img[:, :, None], 3, axis=2)
+    drawn = _drawn(out, grey)
+    ys, xs = np.nonzero(drawn[:, 80:])
+    xs = xs + 80
+    # the mask (x 105..125, y 55..65) is outlined, not its box (x 100..130, y 50..70)
+    assert xs.min() >= 103 and xs.max() <= 126 and ys.min() >= 53 and ys.max() <= 66
+    assert _colour_of(out[:, 80:], grey[:, 80:], drawn[:, 80:]) == 0
+    # the detection with an empty mask is drawn as its box (edges x = 10, 60 and y = 10, 40)
+    assert drawn[25, 9:11].any() and drawn[9:11, 35].any() and drawn[39:41, 35].any()
+    assert _colour_of(out[:, :80], grey[:, :80], drawn[:, :80]) == 1
+    with_legend = draw_overlay(img, det, ["vesicle", "hole"])
+    assert np.any(with_legend[:20, :80] != out[:20, :80])  # names and counts
+    small = draw_overlay(img, det, ["vesicle", "hole"], max_size=150)
+    assert small.shape == (100, 150, 3)
+    with pytest.raises(ValueError, match="uint8"):
+        draw_overlay(img.astype(np.uint16), det, ["vesicle", "hole"])
