@@ -14,7 +14,7 @@ import yaml
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-__all__ = ["ConfigError", "add_emdet_config", "get_emdet_cfg", "load_config"]
+__all__ = ["ConfigError", "add_emdet_config", "get_emdet_cfg", "load_config", "merge_config"]
 
 
 class ConfigError(ValueError):
@@ -121,7 +121,13 @@ def load_config(config_file: str | Path | None, opts: Sequence[str] = ()) -> CN:
         Missing or malformed file, unknown key or wrong value type; the message names the file
         (the one in the ``_BASE_`` chain that sets the key) and the key.
     """
-    cfg = get_emdet_cfg()
+    return merge_config(get_emdet_cfg(), config_file, opts)
+
+
+def merge_config(cfg: CN, config_file: str | Path | None, opts: Sequence[str] = ()) -> CN:
+    """Merge a YAML file (safe loader, ``_BASE_`` chain) and ``KEY VALUE`` overrides into
+    ``cfg`` in place and return it; errors as :func:`load_config` (shared by the dense
+    configs, :func:`emdet.dense.config.load_unet_config`)."""
     if config_file:
         path = Path(config_file)
         if not path.is_file():

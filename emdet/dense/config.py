@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
 from detectron2.config import CfgNode as CN
 
-from emdet.config import ConfigError, _find_key_file, _key_from_error, _plain
+from emdet.config import ConfigError, merge_config
 
 __all__ = ["TASKS", "PREPROCESSING", "add_unet_config", "get_unet_cfg", "load_unet_config"]
 
@@ -207,31 +206,9 @@ def load_unet_config(config_file: str | Path | None, opts: Sequence[str] = ()) -
         Missing or malformed file, unknown key, wrong value type or value; the message names
         the file (the one in the ``_BASE_`` chain that sets the key) and the key.
     """
-    cfg = get_unet_cfg()
-    where = "defaults"
-    if config_file:
-        path = Path(config_file)
-        where = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            cfg.merge_from_file(str(path), allow_unsafe=False)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
-        except (KeyError, ValueError, AssertionError, TypeError) as e:
-            key = _key_from_error(e)
-            found = _find_key_file(path.resolve(), key) if key else path
-            what = f"key {key}: " if key else ""
-            raise ConfigError(f"{found}: {what}{_plain(e)}") from e
+    cfg = merge_config(get_unet_cfg(), config_file, opts)
+    where = str(config_file) if config_file else "defaults"
     if opts:
-        if len(opts) % 2:
-            raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got {list(opts)}")
-        try:
-            cfg.merge_from_list(list(opts))
-        except (KeyError, ValueError, AssertionError, TypeError) as e:
-            key = _key_from_error(e)
-            what = f"key {key}: " if key else ""
-            raise ConfigError(f"command-line override {what}{_plain(e)}") from e
         where += " (with command-line overrides)"
     _check(cfg, where)
     return cfg
