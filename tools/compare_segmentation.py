@@ -7,7 +7,9 @@
         --folds 5 --output output/compare_graphene [KEY VALUE ...]
 
 Writes ``table.md`` (markdown, U-Net and Bragg mean ± std over folds, difference in percentage
-points), ``bragg_folds.csv`` and the U-Net cross-validation in ``unet/``. ``--resume`` reuses
+points), ``bragg_folds.csv``, ``bragg_params.json`` (the Bragg filter tuned on all images; use it
+with ``tools/segment.py --method bragg --bragg-params``) and the U-Net cross-validation in
+``unet/``. ``--resume`` reuses
 finished U-Net folds. Logic: :func:`emdet.dense.compare.compare_unet_bragg`.
 """
 

@@ -69,7 +69,9 @@ def compare_unet_bragg(
     folds, repeats : int, keyword-only
         k-fold splits, drawn with ``cfg.SEED``.
     output : path, keyword-only
-        Folder for ``table.md``, ``bragg_folds.csv``, ``unet/`` (default ``cfg.OUTPUT_DIR``).
+        Folder for ``table.md``, ``bragg_folds.csv``, ``bragg_params.json`` (the filter tuned
+        on all images, for ``tools/segment.py --bragg-params``) and ``unet/`` (default
+        ``cfg.OUTPUT_DIR``).
     resume : bool, keyword-only
         Reuse finished U-Net folds in ``output/unet``.
     progress : bool, keyword-only
@@ -120,9 +122,11 @@ def compare_unet_bragg(
         f"{k} = {params[k].mean():.4g} ± {params[k].std(ddof=1):.2g}" for k in params.columns)
     text = (f"{table}\n\nBragg parameters over folds: {param_line}; on all images: "
             f"{json.dumps({k: round(float(v), 5) for k, v in bragg.params.items()})}\n")
-    tmp = out / ".table.md.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out / "table.md")
+    for name, content in (("table.md", text), ("bragg_params.json", json.dumps(
+            {k: float(v) for k, v in bragg.params.items()}, indent=2) + "\n")):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(content, encoding="utf-8")
+        os.replace(tmp, out / name)
     print(text)
     return {"table": table, "unet": unet_folds, "bragg": bragg_folds, "bragg_params": params,
             "filter": bragg, "text": text, "n_images": len(samples), "folds": np.asarray(

@@ -135,3 +135,11 @@ def test_compare_segmentation_writes_a_table(data, tmp_path):
     for metric in ("Accuracy", "Balanced accuracy", "Jaccard", "F1", "Precision", "Recall"):
         assert f"| {metric} |" in table
     assert "Bragg parameters" in table and (out / "bragg_folds.csv").is_file()
+    # the tuned filter goes straight into segment.py
+    params = json.loads((out / "bragg_params.json").read_text())
+    assert set(params) == {"sigma", "g_thresh", "m_thresh"}
+    r = _run("segment.py", "--method", "bragg", "--bragg-params", out / "bragg_params.json",
+             "--input", data["graphene"] / "images", "--output", tmp_path / "seg", "--quiet",
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(_rows(tmp_path / "seg" / "fractions.csv")) == 4
