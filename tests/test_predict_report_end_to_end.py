@@ -1,7 +1,7 @@
 """Issue "batch inference": a trained quick model predicts a folder holding one 4096 px
 micrograph and one corrupt file; stats_report turns the predictions into CSVs and a report.
 
-Slow (about 10 minutes on 2 CPU cores: a short training, then ~300 tiles of 256 px):
+Slow (7 minutes on 2 shared CPU cores: a short training, then 484 tiles of 256 px):
 ``pytest -m slow tests/test_predict_report_end_to_end.py``.
 """
 
