@@ -42,26 +42,38 @@ def discover(only: str | None = None, skip: list[str] | None = None) -> list[Pat
 
 
 def machine_line(info: dict) -> str:
-    """One line naming a machine of :func:`_common.machine`."""
+    """One line naming a machine of :func:`_common.machine` (without its load)."""
     where = info.get("gpu") or f"{info.get('cpu_count')} CPU cores"
-    load = info.get("load_avg")
-    load = f", load {load[0]:.1f}" if load else ""
-    return f"{where}, torch {info.get('torch')}, {info.get('torch_threads')} threads{load}"
+    return f"{where}, torch {info.get('torch')}, {info.get('torch_threads')} torch threads"
 
 
 def markdown(results: list[dict]) -> str:
-    """Markdown table of stored results (one ``results/<bench>.json`` payload each)."""
+    """Markdown table of stored results (one ``results/<bench>.json`` payload each).
+
+    Rows with a note (what the baseline is, the paper's figure) get a numbered footnote.
+    """
     lines = ["| benchmark | case | value | unit | baseline | ratio | peak MB | device | measured |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes: list[str] = []
     for res in results:
         when = f"{res['date'][:10]}{' (quick)' if res.get('quick') else ''}"
         for r in res["rows"]:
-            cells = [r["benchmark"], r["case"]] + [_fmt(r.get(c)) for c in
-                                                   ("value", "unit", "baseline", "ratio",
-                                                    "peak_mem_MB", "device")]
+            case = r["case"]
+            if r.get("note"):
+                if r["note"] not in notes:
+                    notes.append(r["note"])
+                case += f" [{notes.index(r['note']) + 1}]"
+            cells = [r["benchmark"], case] + [_fmt(r.get(c)) for c in
+                                              ("value", "unit", "baseline", "ratio",
+                                               "peak_mem_MB", "device")]
             lines.append("| " + " | ".join(cells + [when]) + " |")
+    lines.append("")
+    lines += [f"[{k}] {note}  " for k, note in enumerate(notes, 1)]
     machines = sorted({machine_line(res["machine"]) for res in results})
-    return "\n".join(lines + ["", "Machines: " + "; ".join(machines) + "."])
+    loads = [res["machine"]["load_avg"][0] for res in results if res["machine"].get("load_avg")]
+    load = f" (1-minute load average {min(loads):.1f} to {max(loads):.1f} at the start)" if loads \
+        else ""
+    return "\n".join(lines + ["", "Measured on: " + "; ".join(machines) + load + "."])
 
 
 def stored_results() -> list[dict]:
