@@ -82,15 +82,14 @@ def _seconds_per_iter(out: Path) -> float:
 def _predict(model: str, out: Path, opts: list[str], dataset: str):
     """Per image: (image_id, predicted boxes (D, 5|4), scores (D,)); and the config."""
     import torch
-    from detectron2.checkpoint import DetectionCheckpointer
-
     from emdet.config import load_config
     from emdet.engine import EMTrainer
+    from emdet.engine.checkpoint import AtomicCheckpointer
 
     cfg = load_config(CONFIGS[model], [*opts, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS",
                                        str(out / "model_final.pth")])
     net = EMTrainer.build_model(cfg)
-    DetectionCheckpointer(net).load(cfg.MODEL.WEIGHTS)
+    AtomicCheckpointer(net).load(cfg.MODEL.WEIGHTS)
     net.eval()
     preds = []
     with torch.no_grad():

@@ -5,8 +5,9 @@
 as in training, pads it to the network's size multiple (or cuts it into overlapping tiles when
 it is large) and returns class probabilities ``(C, H, W)``, a label mask or points.
 
-Checkpoints are plain dicts of tensors, numbers and strings, written atomically (temporary file
-+ ``os.replace``) and read with ``torch.load(weights_only=True)``, so loading one cannot run code.
+Checkpoints are plain dicts of tensors, numbers and strings, written atomically
+(:mod:`emdet.utils.atomic`) and read by :func:`emdet.engine.weights.load_weights_file`, the
+loader of every emdet tool, so loading one cannot run code.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from emdet.dense.unet import UNet, pad_to_multiple
+from emdet.engine.weights import WeightsError, load_weights_file
 
 __all__ = [
     "CheckpointError",
@@ -35,7 +37,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(WeightsError, ValueError):
     """A checkpoint file is missing, unreadable or not an emdet dense-model checkpoint."""
 
 
@@ -86,7 +88,7 @@ def save_checkpoint(path: str | os.PathLike, data: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint with ``torch.load(weights_only=True)``.
+    """Read a checkpoint with :func:`emdet.engine.weights.load_weights_file` (no code runs).
 
     Raises
     ------
@@ -98,11 +100,11 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (MODEL.WEIGHTS / --weights)")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        data = load_weights_file(path, map_location=map_location)
+    except WeightsError as e:
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); it may be truncated, "
-            "or not a file written by emdet's dense training (tools/train_unet.py)"
+            f"checkpoint {e} (MODEL.WEIGHTS / --weights; dense-model checkpoints are written by "
+            "tools/train_unet.py)"
         ) from None
     if not isinstance(data, dict) or "model" not in data:
         raise CheckpointError(f"checkpoint {path} has no 'model' weights; is it an emdet "

@@ -1,44 +1,42 @@
 """Checkpoints that are never half-written and never run code when loaded.
 
 detectron2 (through fvcore) writes ``model_XXXXXXX.pth`` in place and then ``last_checkpoint``.
-A job killed while writing leaves a truncated file; :class:`AtomicCheckpointer` writes both to a
-temporary file in the same folder and renames it, so ``--resume`` always finds a complete one.
-It loads ``.pth`` files with ``torch.load(weights_only=True)`` and detectron2 ``.pkl`` files with
-:func:`emdet.engine.weights.safe_load_pkl`, and resolves ``MODEL.WEIGHTS`` names and URLs with
-:func:`emdet.engine.weights.resolve_weights`.
+A job killed while writing leaves a truncated file; :class:`AtomicCheckpointer` writes both
+through :func:`emdet.utils.atomic.atomic_open`, so ``--resume`` always finds a complete one, and
+removes the temporary files of writers that were killed. Every file, ``.pth``, ``.pkl`` or
+``.safetensors``, is read by :func:`emdet.engine.weights.load_weights_file` (tensors and plain
+containers only), and ``MODEL.WEIGHTS`` names and URLs are resolved by
+:func:`emdet.engine.weights.resolve_weights`. It is the one checkpointer of every tool:
+training, ``--eval-only``, prediction and benchmarks.
 """
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from emdet.engine.weights import resolve_weights, safe_load_pkl
+from emdet.engine.weights import load_weights_file, resolve_weights
+from emdet.utils.atomic import atomic_open, clean_stale_temps
 
 __all__ = ["AtomicCheckpointer", "atomic_write_bytes"]
 
 
-def atomic_write_bytes(path: str, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def atomic_write_bytes(path: str | os.PathLike, write) -> None:
+    """Call ``write(file)`` on a temporary binary file that then replaces ``path``."""
+    with atomic_open(path, "wb") as f:
+        write(f)
 
 
 class AtomicCheckpointer(DetectionCheckpointer):
-    """``DetectionCheckpointer`` whose files appear complete or not at all."""
+    """``DetectionCheckpointer`` whose files appear complete or not at all, loaded safely."""
+
+    def __init__(self, model, save_dir: str = "", **kwargs: Any):
+        super().__init__(model, save_dir, **kwargs)
+        if self.save_dir and self.save_to_disk:
+            for path in clean_stale_temps(self.save_dir):
+                self.logger.info(f"Removed {path}, left by a run that was killed while saving")
 
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -61,14 +59,11 @@ class AtomicCheckpointer(DetectionCheckpointer):
         return super().load(resolve_weights(path) if path else path, *args, **kwargs)
 
     def _load_file(self, filename: str) -> dict:
+        data = load_weights_file(filename)
         if filename.endswith(".pkl"):
-            data = safe_load_pkl(filename)
             if "model" in data and "__author__" in data:  # detectron2 model zoo format
                 return data
             data = data.get("blobs", data)  # Caffe2 / Detectron1 format
             model = {k: v for k, v in data.items() if not k.endswith("_momentum")}
             return {"model": model, "__author__": "Caffe2", "matching_heuristics": True}
-        if filename.endswith(".pyth"):
-            return super()._load_file(filename)
-        loaded = torch.load(filename, map_location="cpu", weights_only=True)
-        return loaded if "model" in loaded else {"model": loaded}
+        return data if "model" in data else {"model": data}

@@ -254,8 +254,9 @@ def build_model_for_inference(cfg) -> torch.nn.Module:
     """Build the model of ``cfg`` and load ``MODEL.WEIGHTS`` (which must be set)."""
     import importlib
 
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
+
+    from emdet.engine.checkpoint import AtomicCheckpointer
 
     for module in ("emdet.modeling", "emdet.dense"):  # register emdet's heads, if present
         try:
@@ -276,5 +277,5 @@ def build_model_for_inference(cfg) -> torch.nn.Module:
         )
     model = build_model(cfg)
     model.eval()
-    DetectionCheckpointer(model).load(weights)
+    AtomicCheckpointer(model).load(weights)  # the one safe loader of every tool
     return model
