@@ -82,6 +82,7 @@ def _seconds_per_iter(out: Path) -> float:
 def _predict(model: str, out: Path, opts: list[str], dataset: str):
     """Per image: (image_id, predicted boxes (D, 5|4), scores (D,)); and the config."""
     import torch
+
     from emdet.config import load_config
     from emdet.engine import EMTrainer
     from emdet.engine.checkpoint import AtomicCheckpointer

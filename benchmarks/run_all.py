@@ -160,9 +160,9 @@ def main() -> None:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
+    from emdet.utils.atomic import atomic_write
+
+    atomic_write(path, json.dumps(payload, indent=2, default=float) + "\n")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ overrides, and turns detectron2's terse errors into :class:`ConfigError` naming 
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 from detectron2.config import CfgNode as CN
@@ -65,6 +67,9 @@ def _add_emdet_config(cfg: CN) -> None:
     cfg.EMDET.DATASETS_ROOT = ""
     # Stop training with a clear error when the total loss is NaN/inf or exceeds this value.
     cfg.EMDET.MAX_LOSS = 1.0e4
+    # Iterations between lines of training progress (console and metrics.json); detectron2's
+    # fixed 20 meant minutes without a sign of life on a CPU.
+    cfg.EMDET.LOG_PERIOD = 5
 
 
 def add_emdet_config(cfg: CN) -> CN:
@@ -132,6 +137,7 @@ def merge_config(cfg: CN, config_file: str | Path | None, opts: Sequence[str] = 
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
+        check_base_chain(path)
         try:
             cfg.merge_from_file(str(path), allow_unsafe=False)
         except yaml.YAMLError as e:
@@ -150,7 +156,129 @@ def merge_config(cfg: CN, config_file: str | Path | None, opts: Sequence[str] = 
             key = _key_from_error(e)
             what = f"key {key}: " if key else ""
             raise ConfigError(f"command-line override {what}{_plain(e)}") from e
+    check_values(cfg, str(config_file) if config_file else "config")
     return cfg
+
+
+def _read_mapping(path: Path, referrer: Path | None) -> dict:
+    via = f" (the _BASE_ of {referrer})" if referrer else ""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}{via}: not a text (UTF-8) YAML file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}{via}: cannot be read ({e.strerror or e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}{via}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}{via}: a config must be a mapping of keys (KEY: value), "
+                          f"not a {type(data).__name__}")
+    return data
+
+
+def check_base_chain(config_file: Path) -> list[Path]:
+    """Walk the ``_BASE_`` chain of ``config_file`` with the safe loader; return its files.
+
+    Raises
+    ------
+    ConfigError
+        A file in the chain is missing, unreadable or not a mapping, a ``_BASE_`` is not a path
+        (``_BASE_: 42``), or the chain loops back on itself; the message names the file.
+    """
+    chain: list[Path] = []
+    path, referrer = Path(config_file).resolve(), None
+    while True:
+        if path in chain:
+            loop = " -> ".join(str(p) for p in [*chain[chain.index(path):], path])
+            raise ConfigError(f"{referrer}: _BASE_ loops back to a file already in the chain "
+                              f"({loop}); remove the cycle.")
+        if not path.is_file():
+            raise ConfigError(f"{referrer}: _BASE_ {path} does not exist (paths are relative to "
+                              "the file that names them).")
+        chain.append(path)
+        base = _read_mapping(path, referrer).get("_BASE_")
+        if base is None:
+            return chain
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"{path}: _BASE_ must be the path of another YAML config, got "
+                              f"{base!r}")
+        referrer, path = path, (path.parent / Path(base).expanduser()).resolve()
+
+
+#: key -> (lowest allowed, highest allowed, inclusive low?) for keys whose nonsense values
+#: would otherwise fail minutes later, deep inside training.
+_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "SOLVER.MAX_ITER": (1, None, True),
+    "SOLVER.BASE_LR": (0, None, False),
+    "SOLVER.IMS_PER_BATCH": (1, None, True),
+    "SOLVER.CHECKPOINT_PERIOD": (1, None, True),
+    "SOLVER.WARMUP_ITERS": (0, None, True),
+    "SOLVER.WARMUP_FACTOR": (0, 1, True),
+    "SOLVER.GAMMA": (0, None, False),
+    "SOLVER.MOMENTUM": (0, 1, True),
+    "SOLVER.WEIGHT_DECAY": (0, None, True),
+    "TEST.EVAL_PERIOD": (0, None, True),
+    "TEST.DETECTIONS_PER_IMAGE": (1, None, True),
+    "MODEL.ROI_HEADS.NUM_CLASSES": (1, None, True),
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST": (0, 1, True),
+    "MODEL.ROI_HEADS.NMS_THRESH_TEST": (0, 1, True),
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": (1, None, True),
+    "MODEL.RPN.NMS_THRESH": (0, 1, True),
+    "INPUT.MIN_SIZE_TEST": (0, None, True),
+    "INPUT.MAX_SIZE_TEST": (1, None, True),
+    "INPUT.MAX_SIZE_TRAIN": (1, None, True),
+    "DATALOADER.NUM_WORKERS": (0, None, True),
+    "EMDET.MAX_LOSS": (0, None, False),
+    "EMDET.LOG_PERIOD": (1, None, True),
+}
+
+
+def _walk(node: Any, prefix: str = ""):
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _walk(value, name + ".")
+        else:
+            yield name, value
+
+
+def _numbers(value: Any):
+    if isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _numbers(v)
+
+
+def check_values(cfg: CN, where: str = "config") -> None:
+    """Refuse NaN/infinite numbers anywhere and out-of-range values of the keys in ``_RANGES``.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``where`` (the config file), the key, the value and the allowed range.
+    """
+    for name, value in _walk(cfg):
+        if any(isinstance(v, float) and not math.isfinite(v) for v in _numbers(value)):
+            raise ConfigError(f"{where}: {name} is {value!r}; every number in a config must be "
+                              "finite (not NaN or infinite).")
+        limits = _RANGES.get(name)
+        if limits is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        low, high, inclusive = limits
+        too_low = low is not None and (value < low if inclusive else value <= low)
+        too_high = high is not None and value > high
+        if too_low or too_high:
+            lo = "" if low is None else (f">= {low:g}" if inclusive else f"> {low:g}")
+            hi = "" if high is None else f"<= {high:g}"
+            allowed = " and ".join(x for x in (lo, hi) if x)
+            raise ConfigError(f"{where}: {name} is {value!r}; it must be {allowed}.")
 
 
 def _plain(err: Exception) -> str:

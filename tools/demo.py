@@ -103,9 +103,9 @@ def main(argv=None) -> None:
     print(f"[demo] 3/5 evaluating on {cfg.DATASETS.TEST[0]}")
     results = EMTrainer.test(cfg, trainer.model)
     metrics_file = out / "metrics.json"
-    tmp = metrics_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=float))
-    os.replace(tmp, metrics_file)
+    from emdet.utils.atomic import atomic_write
+
+    atomic_write(metrics_file, json.dumps(results, indent=2, default=float))
     for task in ("bbox", "segm"):
         r = results.get(cfg.DATASETS.TEST[0], results).get(task, {})
         if r:

@@ -40,7 +40,6 @@ import logging
 import math
 import os
 import re
-import uuid
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
@@ -50,13 +49,19 @@ from typing import Any
 
 import numpy as np
 
+from emdet.utils.atomic import atomic_open
+
 __all__ = [
     "SUPPORTED_EXTENSIONS",
     "ColourConversionWarning",
     "ImageMeta",
     "ImageReadError",
+    "DEFAULT_MAX_PIXELS",
+    "ImageTooLargeError",
+    "image_size",
     "list_images",
     "load_for_detectron2",
+    "max_image_pixels",
     "read_image",
     "read_series",
     "write_tiff",
@@ -122,6 +127,79 @@ class ImageReadError(OSError, ValueError):
     def __init__(self, message: str, *, path: PathLike | None = None):
         super().__init__(message)
         self.path = Path(path) if path is not None else None
+
+
+class ImageTooLargeError(ImageReadError):
+    """The file asks for more pixels than :func:`max_image_pixels` allows (a decompression bomb,
+    or a montage larger than this machine should decode); nothing was decoded."""
+
+
+#: Largest image :func:`read_image` decodes, in pixels (width x height x frames; colour
+#: channels not counted): 2**29, about 537 million, i.e. 1 GiB as uint16. A real 225 Mpx
+#: montage reads; a 900 Mpx image from an 875 kB PNG, or a 148-byte TIFF header that asks
+#: for 18.6 GiB, is refused before anything is decoded. Set ``EMDET_MAX_PIXELS`` to change it.
+DEFAULT_MAX_PIXELS = 2**29
+MAX_PIXELS_ENV = "EMDET_MAX_PIXELS"
+
+
+def max_image_pixels() -> int:
+    """The pixel limit in force: ``$EMDET_MAX_PIXELS`` if set, else :data:`DEFAULT_MAX_PIXELS`.
+
+    Pillow's own limit (``PIL.Image.MAX_IMAGE_PIXELS``) is set to the same value wherever emdet
+    opens a file with Pillow, so there is one limit, not two.
+    """
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(
+            f"environment variable {MAX_PIXELS_ENV}={text!r} is not a positive number of pixels "
+            f"(default {DEFAULT_MAX_PIXELS})"
+        )
+    return value
+
+
+def _check_pixels(path: Path, pixels: int, shape: Any) -> None:
+    limit = max_image_pixels()
+    if pixels > limit:
+        raise ImageTooLargeError(
+            f"Cannot read '{path}': it asks for {pixels:,} pixels (shape {tuple(shape)}), more "
+            f"than the limit of {limit:,} ({MAX_PIXELS_ENV}). A small file that declares a huge "
+            "image is a decompression bomb; if this really is a large montage and the machine "
+            f"has the memory, raise the limit, e.g. {MAX_PIXELS_ENV}={pixels}.",
+            path=path,
+        )
+
+
+def _pil_open(path: Path):
+    """``PIL.Image.open`` (header only) under emdet's pixel limit."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = max_image_pixels()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError:
+            im = None
+    if im is None:
+        raise ImageTooLargeError(
+            f"Cannot read '{path}': it declares more than twice the pixel limit of "
+            f"{max_image_pixels():,} ({MAX_PIXELS_ENV}); refused before decoding.",
+            path=path,
+        )
+    frames = int(getattr(im, "n_frames", 1))
+    try:
+        _check_pixels(path, int(im.size[0]) * int(im.size[1]) * frames,
+                      (frames, im.size[1], im.size[0]))
+    except ImageTooLargeError:
+        im.close()
+        raise
+    return im
 
 
 class ColourConversionWarning(UserWarning):
@@ -475,6 +553,17 @@ def _check_tiff_complete(path: Path, tif: Any, series_list: list[Any]) -> None:
         )
 
 
+def _tiff_pixels(series: Any, axes: str, colour: bool, n_series: int, one_frame: bool) -> int:
+    """Pixels that decoding ``n_series`` series like ``series`` (or one frame) would give."""
+    frame = frames = 1
+    for n, ax in zip(series.shape, axes, strict=False):
+        if ax in "YX":
+            frame *= int(n)
+        elif not (colour and ax == "S"):
+            frames *= int(n)
+    return frame if one_frame else frame * frames * n_series
+
+
 def _read_tiff(path: Path, page: int | None) -> _Loaded:
     import tifffile
 
@@ -515,6 +604,8 @@ def _read_tiff(path: Path, page: int | None) -> _Loaded:
                 "Copy the file again from the source, or re-save it in Fiji.",
                 path=path,
             )
+        _check_pixels(path, _tiff_pixels(series, axes, colour, len(used), page is not None),
+                      series.shape if len(used) == 1 else (len(used), *series.shape))
         pixel_size, unit, source = _tiff_calibration(tif, keyframe, extra)
         if source:
             extra["pixel_size_source"] = source
@@ -568,6 +659,7 @@ def _read_tiff(path: Path, page: int | None) -> _Loaded:
 def _read_png_jpeg(path: Path, fmt: str, page: int | None) -> _Loaded:
     import imagecodecs
 
+    _pil_open(path).close()  # header only: refuse a decompression bomb before decoding
     raw = path.read_bytes()
     if fmt == "jpeg":
         # A truncated JPEG decodes "successfully" with grey bands; demand the end-of-image
@@ -610,6 +702,8 @@ def _read_mrc(path: Path, page: int | None) -> _Loaded:
                     path=path,
                 )
             stack, n_frames = _stack_frames(data, data.ndim - 2)
+            _check_pixels(path, stack[0].size * (1 if page is not None else n_frames),
+                          data.shape)
             loaded = _from_stack(path, stack, n_frames, page)
             loaded.data = np.array(loaded.data)  # copy out of the memory map before closing
     extra: dict[str, Any] = {"mrc_kind": kind}
@@ -646,6 +740,8 @@ def _from_rsciio(path: Path, fmt: str, signals: list[dict[str, Any]], page: int 
             path=path,
         )
     signal = signals[images[0]]
+    shape = np.shape(signal["data"])
+    _check_pixels(path, math.prod(shape), shape)
     data = np.asarray(signal["data"])
     colour = False
     if data.dtype.names:  # DM RGB(A) images come as a structured array
@@ -721,6 +817,8 @@ def _read_npy(path: Path, page: int | None) -> _Loaded:
     colour = data.ndim >= 3 and data.shape[-1] in (3, 4) and data.shape[-3] > 4
     n_image_axes = 3 if colour else 2
     stack, n_frames = _stack_frames(data, data.ndim - n_image_axes)
+    frame_pixels = math.prod(stack.shape[1:3])
+    _check_pixels(path, frame_pixels * (1 if page is not None else n_frames), data.shape)
     loaded = _from_stack(path, stack, n_frames, page)
     loaded.data = np.array(loaded.data)  # leave the memory map
     loaded.colour = colour
@@ -878,6 +976,51 @@ def read_image(
     """
     path, fmt, loaded = _read(path, page)
     return _finish(path, fmt, loaded, page=page, keep_channels=keep_channels)
+
+
+def image_size(path: PathLike) -> tuple[int, int]:
+    """``(height, width)`` of an image file, from its header where the format allows.
+
+    TIFF (first series) through tifffile and PNG/JPEG through Pillow read only the header; other
+    formats read their first frame. The pixel limit (:func:`max_image_pixels`) applies, so a
+    converter can ask the size of a decompression bomb safely.
+
+    Raises
+    ------
+    FileNotFoundError, ImageReadError, ImageTooLargeError
+        As :func:`read_image`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        if path.is_dir():
+            raise ImageReadError(f"Cannot read '{path}': it is a folder, not an image file.",
+                                 path=path)
+        raise _missing(path)
+    fmt = _format_of(path)
+    try:
+        if fmt == "tiff":
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                axes = series.axes
+                height = int(series.shape[axes.index("Y")])
+                width = int(series.shape[axes.index("X")])
+                _check_pixels(path, height * width, (height, width))
+                return height, width
+        if fmt in ("png", "jpeg"):
+            with _pil_open(path) as im:
+                return int(im.size[1]), int(im.size[0])
+    except ImageReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - header readers raise many types
+        raise ImageReadError(
+            f"Cannot read '{path}' as {_FORMAT_NAMES[fmt]}: {type(exc).__name__}: {exc}. It may "
+            "be truncated or corrupt; check that it opens in Fiji.",
+            path=path,
+        ) from None
+    data, _ = read_image(path, page=0)
+    return int(data.shape[0]), int(data.shape[1])
 
 
 def read_series(
@@ -1086,26 +1229,21 @@ def write_tiff(
         else:
             ij_unit, pixel_size = "nm", size_nm
     axes = "ZYX" if array.ndim == 3 else "YX"
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        if array.dtype.type in _IMAGEJ_DTYPES:
-            kwargs: dict[str, Any] = {"imagej": True, "metadata": {"axes": axes}}
-            if pixel_size is not None:
-                kwargs["resolution"] = (1.0 / pixel_size, 1.0 / pixel_size)
-                kwargs["metadata"]["unit"] = ij_unit
-        else:
-            metadata: dict[str, Any] = {"axes": axes}
-            kwargs = {"metadata": metadata}
-            if pixel_size is not None:
-                per_cm = (1e4 if ij_unit == "micron" else 1e7) / pixel_size
-                kwargs["resolution"] = (per_cm, per_cm)
-                kwargs["resolutionunit"] = tifffile.RESUNIT.CENTIMETER
-                metadata.update(pixel_size=pixel_size, unit="µm" if ij_unit == "micron" else "nm")
-        tifffile.imwrite(tmp, array, photometric="minisblack", **kwargs)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    if array.dtype.type in _IMAGEJ_DTYPES:
+        kwargs: dict[str, Any] = {"imagej": True, "metadata": {"axes": axes}}
+        if pixel_size is not None:
+            kwargs["resolution"] = (1.0 / pixel_size, 1.0 / pixel_size)
+            kwargs["metadata"]["unit"] = ij_unit
+    else:
+        metadata: dict[str, Any] = {"axes": axes}
+        kwargs = {"metadata": metadata}
+        if pixel_size is not None:
+            per_cm = (1e4 if ij_unit == "micron" else 1e7) / pixel_size
+            kwargs["resolution"] = (per_cm, per_cm)
+            kwargs["resolutionunit"] = tifffile.RESUNIT.CENTIMETER
+            metadata.update(pixel_size=pixel_size, unit="µm" if ij_unit == "micron" else "nm")
+    with atomic_open(path, "wb") as f:
+        tifffile.imwrite(f, array, photometric="minisblack", **kwargs)
     return path
 
 

@@ -32,12 +32,14 @@ import io
 import logging
 import os
 import sys
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from emdet.utils.atomic import atomic_write
+from emdet.utils.csvsafe import csv_safe_cell
 
 __all__ = ["CLASS_COLOURS", "detect_points_files", "iter_frames", "segment_files"]
 
@@ -93,16 +95,6 @@ def iter_frames(paths: Iterable[Path], failures: list[Failure]) -> Iterator[Fram
             logger.warning("skipping %s: %s", path, e)
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _write_png(path: Path, array: np.ndarray) -> None:
     import cv2
 
@@ -110,15 +102,15 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr))
     if not ok:
         raise OSError(f"could not encode {path}")
-    _atomic_bytes(path, buf.tobytes())
+    atomic_write(path, buf.tobytes())
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    _atomic_bytes(path, text.getvalue().encode("utf-8"))
+    writer.writerow([csv_safe_cell(h) for h in header])
+    writer.writerows([csv_safe_cell(v) for v in row] for row in rows)
+    atomic_write(path, text.getvalue())
 
 
 def _write_failures(out: Path, failures: list[Failure]) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from emdet.evaluation.pixels import METRICS
+from emdet.utils.atomic import atomic_write
 
 __all__ = ["compare_unet_bragg", "markdown_table"]
 
@@ -104,7 +105,7 @@ def compare_unet_bragg(
           flush=True)
     bragg = fit_bragg_filter(raw, masks, fold_indices=splits, names=names)
     bragg_folds = bragg.cv_scores_
-    bragg_folds.to_csv(out / "bragg_folds.csv", index=False)
+    atomic_write(out / "bragg_folds.csv", bragg_folds.to_csv(index=False))
 
     print(f"[compare] U-Net: training {len(splits)} folds", flush=True)
     ucfg = cfg.clone()
@@ -124,9 +125,7 @@ def compare_unet_bragg(
             f"{json.dumps({k: round(float(v), 5) for k, v in bragg.params.items()})}\n")
     for name, content in (("table.md", text), ("bragg_params.json", json.dumps(
             {k: float(v) for k, v in bragg.params.items()}, indent=2) + "\n")):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(content, encoding="utf-8")
-        os.replace(tmp, out / name)
+        atomic_write(out / name, content)
     print(text)
     return {"table": table, "unet": unet_folds, "bragg": bragg_folds, "bragg_params": params,
             "filter": bragg, "text": text, "n_images": len(samples), "folds": np.asarray(

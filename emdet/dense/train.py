@@ -49,6 +49,7 @@ from emdet.dense.predict import (
     resolve_device,
     save_checkpoint,
 )
+from emdet.utils.atomic import atomic_write
 
 __all__ = ["TrainingError", "evaluate", "run_training", "train_model"]
 
@@ -63,9 +64,7 @@ class TrainingError(RuntimeError):
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -73,9 +72,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _write_csv(path: Path, table) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, table.to_csv())
 
 
 def _seed_everything(seed: int) -> np.random.Generator:

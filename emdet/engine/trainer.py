@@ -7,7 +7,9 @@ What differs:
 * evaluation uses ``COCOEvaluator`` with the official pycocotools path when the compiled fast
   path is missing (see :mod:`emdet.compat`), and writes per-class AP;
 * checkpoints are written atomically (:class:`emdet.engine.checkpoint.AtomicCheckpointer`), so
-  ``--resume`` after a kill always finds a complete one;
+  ``--resume`` after a kill always finds a complete one, and ``metrics.json`` drops the records
+  of iterations the resumed run will repeat (so every iteration appears once);
+* progress is written every ``EMDET.LOG_PERIOD`` iterations (detectron2: 20);
 * TensorBoard logging is used only if ``tensorboard`` is installed (JSON and console always);
 * a diverging loss stops training with the iteration and a suggestion, not a bare NaN trace.
 """
@@ -108,6 +110,39 @@ def check_datasets(cfg, config_file: str = "") -> None:
             )
 
 
+def trim_metrics(path: str, start_iter: int) -> int:
+    """Drop records of ``iteration >= start_iter`` (and a torn last line) from ``metrics.json``.
+
+    detectron2's ``JSONWriter`` appends; a run killed after its last checkpoint and resumed from
+    it would otherwise log the iterations in between twice. The file is rewritten in place (the
+    writer already holds it open for appending, so it must stay the same file). Returns the
+    number of records dropped.
+    """
+    import json
+
+    if not os.path.isfile(path):
+        return 0
+    with open(path, "r+", encoding="utf-8") as f:
+        lines = f.read().splitlines()
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut by the kill
+            if isinstance(record, dict) and int(record.get("iteration", -1)) < start_iter:
+                kept.append(line)
+        dropped = len(lines) - len(kept)
+        if dropped:
+            f.seek(0)
+            f.write("".join(f"{line}\n" for line in kept))
+            f.truncate()
+    if dropped:
+        logger.info(f"{path}: dropped {dropped} records from iteration {start_iter} on, which "
+                    "this run repeats")
+    return dropped
+
+
 class EMTrainer(DefaultTrainer):
     """DefaultTrainer for EM datasets; see the module docstring for what it changes."""
 
@@ -158,7 +193,20 @@ class EMTrainer(DefaultTrainer):
             save_to_disk=self.checkpointer.save_to_disk,
             **self.checkpointer.checkpointables,
         )
-        return super().build_hooks()
+        from detectron2.engine import hooks
+
+        built = super().build_hooks()
+        for hook in built:
+            if isinstance(hook, hooks.PeriodicWriter):  # detectron2 fixes it at 20 iterations
+                hook._period = int(self.cfg.EMDET.LOG_PERIOD)
+        return built
+
+    def resume_or_load(self, resume: bool = True):
+        super().resume_or_load(resume=resume)
+        from detectron2.utils import comm
+
+        if comm.is_main_process():
+            trim_metrics(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter)
 
     def build_writers(self):
         os.makedirs(self.cfg.OUTPUT_DIR, exist_ok=True)

@@ -44,6 +44,7 @@ from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
 from emdet.data.geometry import normalize_rbox, rbox_to_polygon, rbox_to_xywh
+from emdet.utils.atomic import atomic_write
 
 __all__ = [
     "RotatedCOCOEvaluator",
@@ -395,8 +396,7 @@ class RotatedCOCOEvaluator(DatasetEvaluator):
                 for r in out:
                     r["category_id"] = self._id_map[r["category_id"]]
             path = os.path.join(self._output_dir, "coco_instances_results.json")
-            with open(path, "w") as f:
-                json.dump(out, f)
+            atomic_write(path, json.dumps(out))
             logger.info("Saved %d rotated predictions to %s", len(out), path)
         ev = evaluate_rotated(self._coco_gt, results, max_dets=self._max_dets)
         if ev is None:

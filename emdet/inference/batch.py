@@ -47,6 +47,8 @@ from typing import Any
 import numpy as np
 
 from emdet.inference.predictor import PredictError
+from emdet.utils.atomic import atomic_open, atomic_write
+from emdet.utils.csvsafe import csv_safe_cell
 
 __all__ = [
     "PredictError",
@@ -135,11 +137,7 @@ class PredictResult:
 
 def _write_json(path: Path, data: Any) -> None:
     """Write JSON atomically: a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, separators=(",", ":"))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, separators=(",", ":"), allow_nan=False))
 
 
 def _read_json(path: Path) -> Any | None:
@@ -799,7 +797,7 @@ def predict_batch(
     )
     distributed = world_size > 1 and dist_world > 1
     if distributed:
-        (output_dir / "parts" / f".done-{run_id}-{rank}").write_text(str(len(mine)))
+        atomic_write(output_dir / "parts" / f".done-{run_id}-{rank}", str(len(mine)))
     if rank == 0:
         if distributed:
             _wait_for_ranks(output_dir, run_id, world_size)
@@ -874,9 +872,8 @@ def _assemble(
     }
     categories = [{"id": int(i), "name": n} for i, n in zip(ids, names, strict=True)]
     target = output_dir / "predictions.json"
-    tmp = output_dir / f".predictions.json.tmp{os.getpid()}"
     failures: list[dict] = []
-    with open(tmp, "w", encoding="utf-8") as out:
+    with atomic_open(target, "w") as out:
         out.write('{"info": ' + json.dumps(info) + ', "licenses": [], "categories": ')
         out.write(json.dumps(categories) + ', "images": [')
         image_id = 0
@@ -903,14 +900,11 @@ def _assemble(
                     out.write(("" if first else ",\n") + json.dumps(ann))
                     first = False
         out.write("]}\n")
-    os.replace(tmp, target)
     failures_path = output_dir / "failures.csv"
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=FAILURE_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in failures:
-        writer.writerow({k: row.get(k, "") for k in FAILURE_COLUMNS})
-    tmp_csv = failures_path.with_name(f".failures.csv.tmp{os.getpid()}")
-    tmp_csv.write_text(buf.getvalue(), encoding="utf-8")
-    os.replace(tmp_csv, failures_path)
+        writer.writerow({k: csv_safe_cell(row.get(k, "")) for k in FAILURE_COLUMNS})
+    atomic_write(failures_path, buf.getvalue())
     return target, failures_path

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from emdet.inference.tiling import Detections
+from emdet.utils.atomic import atomic_write
 
 __all__ = ["CLASS_COLOURS", "class_colour", "draw_overlay", "write_png"]
 
@@ -124,15 +125,10 @@ def _outlines(det: Detections, k: int) -> list[np.ndarray]:
 
 
 def write_png(path: str | Path, rgb: np.ndarray) -> None:
-    """Write an RGB (or grey) uint8 array as PNG atomically (temporary file, then rename)."""
-    import os
-
+    """Write an RGB (or grey) uint8 array as PNG atomically (:mod:`emdet.utils.atomic`)."""
     path = Path(path)
     array = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
     ok, data = cv2.imencode(".png", array)
     if not ok:
         raise OSError(f"could not encode {path.name} as PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data.tobytes())
-    os.replace(tmp, path)
+    atomic_write(path, data.tobytes())

@@ -19,6 +19,8 @@ import pandas as pd
 
 from emdet.stats.measure import images_table, load_coco, measure_coco, summarize
 from emdet.stats.report import write_report
+from emdet.utils.atomic import atomic_write
+from emdet.utils.csvsafe import csv_safe
 
 __all__ = ["StatsOutputs", "run_stats_report"]
 
@@ -38,9 +40,7 @@ class StatsOutputs:
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, csv_safe(df).to_csv(index=False))
 
 
 def _image_roots(coco: Mapping[str, Any], coco_path: Path | None, images_dir) -> list[Path]:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from emdet.inference.overlay import class_colour
 from emdet.stats.measure import size_columns
+from emdet.utils.atomic import atomic_write
 
 __all__ = [
     "plot_counts_over_time",
@@ -317,10 +318,7 @@ def write_report(
     parts.append(_settings_table(settings or {}))
     parts.append("</body></html>")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, "\n".join(parts))
     return path
 
 

@@ -82,11 +82,11 @@ def _temp_path(target: Path) -> Path:
 
 
 def _open_new(path: Path, binary: bool, encoding: str | None, newline: str | None) -> IO[Any]:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags, 0o600)
+    # "x": created here or an error, never someone else's file; ``name`` stays the path, which
+    # writers such as tifffile need.
     if binary:
-        return os.fdopen(fd, "wb")
-    return os.fdopen(fd, "w", encoding=encoding or "utf-8", newline=newline)
+        return open(path, "xb")  # noqa: SIM115 - closed by the callers
+    return open(path, "x", encoding=encoding or "utf-8", newline=newline)  # noqa: SIM115
 
 
 def _check_target(target: Path) -> None:

@@ -263,7 +263,7 @@ def test_write_tiff_is_atomic_when_the_writer_fails(tmp_path, monkeypatch):
     before = target.read_bytes()
 
     def broken(*args, **kwargs):
-        open(args[0], "wb").write(b"II*\x00partial")
+        args[0].write(b"II*\x00partial")  # a file handle from emdet.utils.atomic
         raise OSError("disk full")
 
     monkeypatch.setattr(tifffile, "imwrite", broken)

@@ -79,3 +79,18 @@ def test_point_datasets_are_evaluated_as_boxes(tmp_path):
     ev = EMTrainer.build_evaluator(cfg, "merons_tiny_val", output_folder=str(tmp_path / "ev"))
     assert ev._tasks == ("bbox",)
     assert ev._max_dets_per_image[2] == cfg.TEST.DETECTIONS_PER_IMAGE == 1000
+
+
+def test_metrics_of_iterations_a_resumed_run_repeats_are_dropped(tmp_path):
+    import json
+
+    from emdet.engine.trainer import trim_metrics
+
+    path = tmp_path / "metrics.json"
+    records = [{"iteration": i, "total_loss": 1.0 / (i + 1)} for i in (4, 9, 14, 19)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"iteration": 2')  # torn
+    with open(path, "a") as writer:  # detectron2's JSONWriter holds the file open for appending
+        assert trim_metrics(str(path), 10) == 3
+        writer.write(json.dumps({"iteration": 10}) + "\n")
+    assert [json.loads(x)["iteration"] for x in path.read_text().splitlines()] == [4, 9, 10]
+    assert trim_metrics(str(tmp_path / "absent.json"), 0) == 0
