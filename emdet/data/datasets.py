@@ -37,6 +37,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
 
+from emdet.data.cocofile import CocoFormatError, check_annotation, check_coco
+
 __all__ = [
     "ENV_VAR",
     "EVALUATOR_TYPES",
@@ -185,6 +187,13 @@ def _numbers(x: Any, n: int) -> bool:
     return isinstance(x, list | tuple) and len(x) == n and all(_is_number(v) for v in x)
 
 
+def _check_images(data: dict, json_file: Path) -> None:
+    try:  # image sizes within the pixel limit, calibration numbers finite
+        check_coco({"images": data["images"], "categories": []}, json_file)
+    except CocoFormatError as e:
+        raise DatasetFormatError(str(e)) from None
+
+
 def _check_coco(
     data: Any,
     json_file: Path,
@@ -231,7 +240,7 @@ def _check_coco(
             f"field 'categories' names {names} (in id order), but the data set's classes "
             f"(dataset.yaml or DatasetSpec.classes) are {list(classes)}; make them agree",
         )
-    image_ids = set()
+    image_ids: dict[int, dict] = {}
     for i, img in enumerate(data["images"]):
         if not isinstance(img, dict):
             raise _fail(json_file, f"images[{i}] is not an object")
@@ -243,7 +252,7 @@ def _check_coco(
                 )
         if img["id"] in image_ids:
             raise _fail(json_file, f"images: id {img['id']} is used twice")
-        image_ids.add(img["id"])
+        image_ids[img["id"]] = img
         if check_files:
             path = image_root / img["file_name"]
             if not path.is_file():
@@ -259,6 +268,7 @@ def _check_coco(
                     f"image id {img['id']} 'sem_seg_file_name' {mask!r}: {mask_root / mask} "
                     "does not exist",
                 )
+    _check_images(data, json_file)
     if not data["annotations"] and not allow_empty:
         raise _fail(
             json_file,
@@ -313,6 +323,10 @@ def _check_coco(
             )
         if ann.get("iscrowd", 0) not in (0, 1):
             raise _fail(json_file, f"{where}: 'iscrowd' must be 0 or 1, got {ann.get('iscrowd')!r}")
+        try:  # finite numbers, polygons and RLE that fit the image (pycocotools trusts them)
+            check_annotation(ann, i, image_ids[ann["image_id"]], need_bbox=True)
+        except CocoFormatError as e:
+            raise _fail(json_file, str(e)) from None
 
 
 def load_em_coco_json(

@@ -8,12 +8,15 @@
                          be read or predicted (header only when everything worked)
     overlays/<name>.png  the image with coloured outlines (``<name>_f0003.png`` for frame 3)
     labelme/<name>.json  with ``labelme=True``: labelme files (and the 8-bit image they open)
-    parts/               per-file results, so a rerun skips finished files (keep it to resume)
+    parts/run.json       the settings of the run
+    parts/files/         per-file results, so a rerun skips finished files (keep it to resume)
 
 How it streams: files are read one frame at a time in a background thread (one frame ahead), each
 frame is predicted (tiled when large), its masks are RLE-encoded at once and its result is written
-atomically to ``parts/<name>.json`` (``parts/<name>.frames/<frame>.json`` while a stack is under
-way). Memory therefore stays at about two frames, whatever the number of files.
+atomically to ``parts/files/<name>.part.json`` (``parts/files/<name>.frames/<frame>.json``
+while a stack is under way; ``<name>.failed.json`` for failures). Each kind has its own suffix and
+the run's own files live outside ``parts/files/``, so no input name (``run.tif``,
+``x.failed.tif``) can overwrite another file's result or the settings. Memory therefore stays at about two frames, whatever the number of files.
 ``predictions.json`` is assembled from the parts at the end, streamed and atomically replaced.
 
 Resuming: a file whose part exists and whose size and modification time are unchanged is skipped;
@@ -35,6 +38,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import threading
 import time
@@ -60,7 +64,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PART_VERSION = 1
+PART_VERSION = 2
 FAILURE_COLUMNS = ["file", "frame", "error", "reason"]
 _FRAME_BY_FRAME = ("tiff", "mrc", "npy")  # formats io reads one frame without the others
 
@@ -172,10 +176,14 @@ def _plan_files(paths: Sequence[Path]) -> tuple[Path, list[_File]]:
     files = []
     for i, (p, r) in enumerate(zip(paths, resolved, strict=True)):
         name = p.stem
-        if stems[p.stem] > 1:
+        # same stems, or a stem like a frame's name (x_f0003 is frame 3 of x): add a hash
+        if stems[p.stem] > 1 or _FRAME_NAME.search(p.stem):
             name = f"{p.stem}_{hashlib.sha1(str(r).encode()).hexdigest()[:6]}"
         files.append(_File(i, p, name, r.relative_to(root).as_posix()))
     return root, files
+
+
+_FRAME_NAME = re.compile(r"_f\d{4}$")
 
 
 def _frame_name(f: _File, frame: int, n_frames: int) -> str:
@@ -304,10 +312,10 @@ class _Parts:
     """Where a run keeps its per-file results."""
 
     def __init__(self, output_dir: Path):
-        self.dir = output_dir / "parts"
+        self.dir = output_dir / "parts" / "files"
 
     def part(self, f: _File) -> Path:
-        return self.dir / f"{f.name}.json"
+        return self.dir / f"{f.name}.part.json"
 
     def frames_dir(self, f: _File) -> Path:
         return self.dir / f"{f.name}.frames"
@@ -682,6 +690,24 @@ class _Progress:
         self.bar.close()
 
 
+def _check_output_dir(output_dir: Path) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise PredictError(f"--output {output_dir} is a file, not a folder; give a folder for "
+                           "predictions.json, failures.csv and overlays/.")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PredictError(f"--output {output_dir}: cannot create the folder ({e.strerror or e})"
+                           ) from None
+    for name in ("predictions.json", "failures.csv", "parts", "overlays"):
+        target = output_dir / name
+        want_dir = name in ("parts", "overlays")
+        if target.exists() and target.is_dir() != want_dir:
+            raise PredictError(f"{target} is a {'file' if want_dir else 'folder'}, where predict "
+                               f"writes its {'folder' if want_dir else 'file'}; move it away or "
+                               "choose another --output folder.")
+
+
 def _check_settings(output_dir: Path, settings: dict, overwrite: bool, rank: int) -> None:
     run_file = output_dir / "parts" / "run.json"
     old = _read_json(run_file)
@@ -771,7 +797,7 @@ def predict_batch(
     cfg = inference_cfg(cfg, options)
     names, ids = class_names_for(cfg, options.class_names)
     settings = _settings(cfg, options, names)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    _check_output_dir(output_dir)
     _check_settings(output_dir, settings, options.overwrite, rank)
     if dist_world > 1:
         _synchronize()  # rank 0 may have cleared the folder

@@ -31,7 +31,6 @@ that of the calibrated images, or ``px`` when none is calibrated).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -293,26 +292,20 @@ def measure_masks(
 
 
 def load_coco(coco: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
-    """A COCO dataset dict from a path or a dict, checked for ``images``/``categories``."""
-    source = "the COCO input"
-    if isinstance(coco, (str, os.PathLike)):
-        source = str(coco)
-        try:
-            with open(coco, encoding="utf-8") as f:
-                coco = json.load(f)
-        except FileNotFoundError:
-            raise StatsError(f"{source} does not exist") from None
-        except ValueError as e:
-            raise StatsError(f"{source} is not valid JSON: {e}") from None
-    if not isinstance(coco, Mapping) or not isinstance(coco.get("images"), list):
-        raise StatsError(
-            f"{source} is not a COCO file: expected 'images', 'categories' and 'annotations' "
-            "(a list of detections needs the dataset json; use predictions.json from "
-            "tools/predict.py or a dataset annotations/*.json)."
-        )
-    if not isinstance(coco.get("categories"), list):
-        raise StatsError(f"{source}: 'categories' is missing")
-    return dict(coco)
+    """A COCO dataset dict from a path or a dict, checked by :func:`emdet.data.cocofile.check_coco`
+    (structure, finite numbers, polygons and RLE that fit their image) before anything is drawn.
+    """
+    from emdet.data.cocofile import CocoFormatError, check_coco, read_coco
+
+    try:
+        if isinstance(coco, (str, os.PathLike)):
+            try:
+                return read_coco(coco)
+            except FileNotFoundError:
+                raise StatsError(f"{coco} does not exist") from None
+        return check_coco(coco, "the COCO input")
+    except CocoFormatError as e:
+        raise StatsError(str(e)) from None
 
 
 def _table_unit(images: Sequence[Mapping[str, Any]], pixel_size, unit) -> str:

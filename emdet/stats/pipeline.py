@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emdet.stats.measure import images_table, load_coco, measure_coco, summarize
-from emdet.stats.report import write_report
-from emdet.utils.atomic import atomic_write
+from emdet.stats.measure import StatsError, images_table, load_coco, measure_coco, summarize
+from emdet.stats.report import render_report
+from emdet.utils.atomic import atomic_write_many
 from emdet.utils.csvsafe import csv_safe
 
 __all__ = ["StatsOutputs", "run_stats_report"]
@@ -39,20 +39,40 @@ class StatsOutputs:
     images: pd.DataFrame
 
 
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    atomic_write(path, csv_safe(df).to_csv(index=False))
+def _csv(df: pd.DataFrame) -> str:
+    return csv_safe(df).to_csv(index=False)
 
 
 def _image_roots(coco: Mapping[str, Any], coco_path: Path | None, images_dir) -> list[Path]:
+    """Folders the report may read images from: ``--images`` and the COCO file's own folder
+    (and ``../images`` of a dataset's annotations folder). ``info.image_root`` of the file is
+    used only for emdet's own predictions (``parts/run.json`` beside it); a COCO file from
+    elsewhere cannot make the report embed images from other places on this machine."""
     roots = []
     if images_dir:
         roots.append(Path(images_dir))
-    info_root = (coco.get("info") or {}).get("image_root")
-    if info_root:
-        roots.append(Path(info_root))
     if coco_path is not None:
+        info_root = (coco.get("info") or {}).get("image_root")
+        if info_root and isinstance(info_root, str) and (
+                coco_path.parent / "parts" / "run.json").is_file():
+            roots.append(Path(info_root))
         roots += [coco_path.parent, coco_path.parent.parent / "images"]  # dataset layout
     return roots
+
+
+def _inside(root: Path, relative: Any) -> Path | None:
+    """``root / relative`` if ``relative`` is a relative path that stays inside ``root``."""
+    if not isinstance(relative, str) or not relative or "\x00" in relative:
+        return None
+    rel = Path(relative.replace("\\", "/"))
+    if rel.is_absolute() or rel.drive:
+        return None
+    try:
+        base = root.resolve()
+        path = (base / rel).resolve()
+    except (OSError, RuntimeError):
+        return None
+    return path if path.is_relative_to(base) else None
 
 
 def _overlay_png(
@@ -68,8 +88,11 @@ def _overlay_png(
 
     existing = image.get("overlay")
     if existing and coco_path is not None and not redraw:
-        png = coco_path.parent / existing
-        if png.is_file():
+        png = _inside(coco_path.parent, existing)
+        if png is None:
+            logger.warning("overlay %r of %s is outside the COCO file's folder; not shown",
+                           existing, image.get("file_name"))
+        elif png.is_file():
             data = cv2.imread(str(png), cv2.IMREAD_COLOR)
             if data is not None:
                 scale = min(1.0, max_size / max(data.shape[:2]))
@@ -78,8 +101,8 @@ def _overlay_png(
                                       interpolation=cv2.INTER_AREA)
                 ok, buf = cv2.imencode(".png", data)
                 return buf.tobytes() if ok else None
-    source = next((r / image["file_name"] for r in roots if (r / image["file_name"]).is_file()),
-                  None)
+    candidates = [_inside(r, image.get("file_name")) for r in roots]
+    source = next((c for c in candidates if c is not None and c.is_file()), None)
     if source is None:
         return None
     from emdet.data.io import read_image
@@ -154,9 +177,8 @@ def run_stats_report(
     summary = summarize(instances, images, categories=categories)
 
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_csv(instances, out / "instances.csv")
-    _write_csv(summary, out / "summary.csv")
+    if out.exists() and not out.is_dir():
+        raise StatsError(f"--output {out} is a file, not a folder")
 
     notes = []
     unit_used = images["unit"].iloc[0] if len(images) else "px"
@@ -216,8 +238,7 @@ def run_stats_report(
     for key in ("description", "date_created", "emdet_version", "image_root"):
         if key in info:
             settings[f"file: {key}"] = info[key]
-    write_report(
-        out / "report.html",
+    html = render_report(
         instances=instances,
         summary=summary,
         images=images,
@@ -227,6 +248,11 @@ def run_stats_report(
         title=title or f"emdet statistics: {coco_path.name if coco_path else 'COCO data'}",
         notes=notes,
     )
+    try:  # all three or none
+        atomic_write_many([(out / "instances.csv", _csv(instances)),
+                           (out / "summary.csv", _csv(summary)), (out / "report.html", html)])
+    except OSError as e:
+        raise StatsError(f"cannot write the outputs in {out}: {e}") from None
     return StatsOutputs(out / "instances.csv", out / "summary.csv", out / "report.html",
                         instances, summary, images)
 

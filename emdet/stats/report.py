@@ -28,6 +28,7 @@ __all__ = [
     "plot_counts_over_time",
     "plot_counts_per_image",
     "plot_size_histograms",
+    "render_report",
     "write_report",
 ]
 
@@ -224,8 +225,14 @@ def _json(value: Any) -> str:
         return str(value)
 
 
-def write_report(
-    path: str | os.PathLike,
+def write_report(path: str | os.PathLike, **kwargs: Any) -> Path:
+    """Write :func:`render_report` ``(**kwargs)`` to ``path`` atomically; return the path."""
+    path = Path(path)
+    atomic_write(path, render_report(**kwargs))
+    return path
+
+
+def render_report(
     *,
     instances: pd.DataFrame,
     summary: pd.DataFrame,
@@ -235,13 +242,11 @@ def write_report(
     overlays: Sequence[tuple[str, bytes]] = (),
     title: str = "emdet statistics",
     notes: Sequence[str] = (),
-) -> Path:
-    """Write the HTML report (atomically) and return its path.
+) -> str:
+    """The HTML report: one self-contained page (figures and overlays embedded).
 
     Parameters
     ----------
-    path : path
-        The ``.html`` file to write.
     instances, summary, images : pandas.DataFrame
         From :func:`~emdet.stats.measure.measure_coco`, :func:`~emdet.stats.measure.summarize`
         and :func:`~emdet.stats.measure.images_table`.
@@ -255,7 +260,6 @@ def write_report(
     notes : sequence of str
         Warnings shown at the top (e.g. uncalibrated images).
     """
-    path = Path(path)
     categories = list(categories)
     sizes = size_columns(instances)
     diameter = next((c for c in sizes if c.startswith("equivalent_diameter_")), None)
@@ -318,8 +322,7 @@ def write_report(
     parts.append(_settings_table(settings or {}))
     parts.append("</body></html>")
 
-    atomic_write(path, "\n".join(parts))
-    return path
+    return "\n".join(parts)
 
 
 def _compact(df: pd.DataFrame) -> pd.DataFrame:

@@ -101,7 +101,7 @@ def test_rerun_skips_finished_files_and_redoes_missing_ones(h, folder, tmp_path)
     assert again["images"] == first["images"] and again["annotations"] == first["annotations"]
     assert len(_failures(out)) == 1  # the broken file is retried and fails again
 
-    (out / "parts" / "scene.json").unlink()
+    (out / "parts" / "files" / "scene.part.json").unlink()
     model = h.OracleModel()
     result = _run(h, folder, out, predictor=_predictor(h, model))
     assert result.frames_predicted == 1 and model.tiles == 15  # scene.tif's 3 x 5 tiles only
@@ -132,7 +132,7 @@ def test_a_failing_frame_is_listed_and_retried_alone(h, folder, tmp_path):
     frames = [im["frame"] for im in json.loads((out / "predictions.json").read_text())["images"]
               if im["file_name"] == "stack.tif"]
     assert frames == [0, 1, 2]
-    assert not (out / "parts" / "stack.frames").exists()
+    assert not (out / "parts" / "files" / "stack.frames").exists()
 
 
 def test_other_settings_are_refused_unless_overwrite(h, folder, tmp_path):
@@ -188,3 +188,36 @@ def test_inputs_that_name_no_images_are_explained(h, tmp_path):
         _run(h, empty, tmp_path / "out")
     with pytest.raises(PredictError, match="cannot list the input images"):
         _run(h, tmp_path / "missing", tmp_path / "out")
+
+
+def test_input_names_cannot_overwrite_the_runs_own_files(h, tmp_path):
+    """run.tif once wrote parts/run.json, predict's settings, and the rerun refused; x.failed.tif
+    and x_f0001.tif collided with x.tif's failure record and x's frame names."""
+    d = tmp_path / "images"
+    d.mkdir()
+    for k, stem in enumerate(("run", "x", "x.failed", "x_f0001", "predictions")):
+        write_tiff(d / f"{stem}.tif", h.blob_scene(100, 120, 4, 30 + k), pixel_size=1.0, unit="nm")
+    stack = np.stack([h.blob_scene(100, 120, 4, 40 + k) for k in range(2)])
+    write_tiff(d / "s.tif", stack, pixel_size=1.0, unit="nm")
+    out = tmp_path / "out"
+    first = _run(h, d, out)
+    assert first.frames_predicted == 7 and not first.failed
+    coco = json.loads((out / "predictions.json").read_text())
+    assert sorted({im["file_name"] for im in coco["images"]}) == [
+        "predictions.tif", "run.tif", "s.tif", "x.failed.tif", "x.tif", "x_f0001.tif"]
+    overlays = sorted(p.name for p in (out / "overlays").iterdir())
+    assert len(overlays) == 7, overlays  # one per frame, none overwritten by another
+
+    model = h.OracleModel()
+    again = _run(h, d, out, predictor=_predictor(h, model))  # resumes, no --overwrite needed
+    assert again.files_skipped == 6 and again.frames_predicted == 0 and model.calls == 0
+    assert json.loads((out / "predictions.json").read_text()) == {
+        **coco, "info": json.loads((out / "predictions.json").read_text())["info"]}
+
+
+def test_output_that_is_a_file_is_a_clear_error(h, folder, tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("{}")
+    with pytest.raises(PredictError, match="out.json is a file, not a folder"):
+        _run(h, folder, target)
+    assert target.read_text() == "{}"

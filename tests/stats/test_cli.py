@@ -41,7 +41,7 @@ def test_stats_report_cli_explains_bad_input(tmp_path):
     spec.loader.exec_module(tool)
     bad = tmp_path / "list.json"
     bad.write_text("[]")
-    with pytest.raises(SystemExit, match="is not a COCO file"):
+    with pytest.raises(SystemExit, match="list.json: expected a JSON object with .images."):
         tool.main(["--input", str(bad), "--output", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="does not exist"):
         tool.main(["--input", str(tmp_path / "nope.json"), "--output", str(tmp_path / "o")])
