@@ -30,6 +30,7 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.60",
         "optuna>=3.6",  # tools/tune_net.py
+        "safetensors>=0.4",  # weights files that cannot carry code (emdet.engine.weights)
         # detectron2 0.6's own pure-Python dependencies (its setup.py cannot run without C++).
         "fvcore>=0.1.5,<0.1.6",
         "iopath>=0.1.7,<0.1.10",
@@ -41,6 +42,8 @@ setup(
         "hydra-core>=1.1",
     ],
     extras_require={
-        "dev": ["pytest>=7", "pytest-timeout>=2.1", "ruff>=0.4"],
+        # shared tuning studies on a PostgreSQL server (tools/tune_net.py --storage postgresql://)
+        "postgres": ["psycopg2-binary>=2.9"],
+        "dev": ["pytest>=7", "pytest-timeout>=2.1", "ruff>=0.4", "psycopg2-binary>=2.9"],
     },
 )

@@ -50,8 +50,28 @@ def _int_like(x: Any) -> bool:
     return _finite(x) and float(x) == int(x)
 
 
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number in strict JSON")
+class _NonFinite:
+    """Stands for a ``NaN``/``Infinity`` literal while parsing, so its place can be named."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _find_non_finite(node: Any, where: str = "") -> tuple[str, str] | None:
+    """``(field path, literal)`` of the first :class:`_NonFinite` in parsed JSON."""
+    stack = [(node, where)]
+    while stack:  # iterative: a deep file must not hit the recursion limit here
+        node, where = stack.pop()
+        if isinstance(node, _NonFinite):
+            return where or "the top level", node.name
+        if isinstance(node, dict):
+            items = [(v, f"{where}.{k}" if where else str(k)) for k, v in node.items()]
+        elif isinstance(node, list):
+            items = [(v, f"{where}[{i}]") for i, v in enumerate(node)]
+        else:
+            continue
+        stack.extend(reversed(items))
+    return None
 
 
 def read_coco(path: str | os.PathLike) -> dict[str, Any]:
@@ -76,14 +96,18 @@ def read_coco(path: str | os.PathLike) -> dict[str, Any]:
         raise CocoFormatError(f"{path}: not a UTF-8 text file (byte {e.start}); is it a COCO "
                               ".json file?") from None
     try:
-        data = json.loads(text, parse_constant=_refuse_constant)
+        data = json.loads(text, parse_constant=_NonFinite)
     except json.JSONDecodeError as e:
         raise CocoFormatError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: "
                               f"{e.msg})") from None
-    except ValueError as e:
-        raise CocoFormatError(f"{path}: {e}; write null or a number instead") from None
     except RecursionError:
         raise CocoFormatError(f"{path}: JSON nested too deeply to be a COCO file") from None
+    found = _find_non_finite(data)
+    if found is not None:
+        where, literal = found
+        raise CocoFormatError(f"{path}: {where} is {literal}, which is not a "
+                              "number in strict JSON; write a finite number (or remove the "
+                              "object)")
     return check_coco(data, path)
 
 
@@ -231,8 +255,8 @@ def _check_image(img: Any, i: int, prefix: str) -> None:
                                   f"{v!r}")
     pixels = int(img["height"]) * int(img["width"])
     if pixels > max_image_pixels():
-        raise CocoFormatError(f"{where}: {img['width']} x {img['height']} px is more than the "
-                              f"pixel limit {max_image_pixels():,} ({MAX_PIXELS_ENV})")
+        raise CocoFormatError(f"{where}: 'width' x 'height' = {img['width']} x {img['height']} "
+                              f"px is more than the pixel limit {max_image_pixels():,} ({MAX_PIXELS_ENV})")
     name = img.get("file_name")
     if name is not None and not isinstance(name, str):
         raise CocoFormatError(f"{where}: 'file_name' must be text, got {name!r}")

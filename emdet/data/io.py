@@ -978,12 +978,23 @@ def read_image(
     return _finish(path, fmt, loaded, page=page, keep_channels=keep_channels)
 
 
+def _nonempty(path: Path, height: int, width: int) -> tuple[int, int]:
+    if height < 1 or width < 1:
+        raise ImageReadError(
+            f"Cannot read '{path}': its header gives a size of {width} x {height} pixels, an "
+            "image without pixels. It is probably corrupt; check that it opens in Fiji.",
+            path=path,
+        )
+    return height, width
+
+
 def image_size(path: PathLike) -> tuple[int, int]:
     """``(height, width)`` of an image file, from its header where the format allows.
 
     TIFF (first series) through tifffile and PNG/JPEG through Pillow read only the header; other
     formats read their first frame. The pixel limit (:func:`max_image_pixels`) applies, so a
-    converter can ask the size of a decompression bomb safely.
+    converter can ask the size of a decompression bomb safely. Reading only the header, it does
+    not notice a file cut short after it (:func:`read_image` does).
 
     Raises
     ------
@@ -1007,10 +1018,10 @@ def image_size(path: PathLike) -> tuple[int, int]:
                 height = int(series.shape[axes.index("Y")])
                 width = int(series.shape[axes.index("X")])
                 _check_pixels(path, height * width, (height, width))
-                return height, width
+                return _nonempty(path, height, width)
         if fmt in ("png", "jpeg"):
             with _pil_open(path) as im:
-                return int(im.size[1]), int(im.size[0])
+                return _nonempty(path, int(im.size[1]), int(im.size[0]))
     except ImageReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - header readers raise many types

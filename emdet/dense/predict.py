@@ -204,15 +204,13 @@ class DensePredictor:
                            path, self.task, cfg.TASK, self.task)
         classes = data.get("classes")
         self.classes = tuple(classes) if classes else tuple(cfg.DATASET.CLASSES)
-        if arch:
-            self.model = UNet(**arch)
-        else:
-            self.model = build_unet(cfg, len(self.classes))
         try:
+            self.model = UNet(**arch) if arch else build_unet(cfg, len(self.classes))
             self.model.load_state_dict(data["model"])
-        except RuntimeError as e:
+        except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:
             raise CheckpointError(f"{path}: weights do not fit the network ({e}); check "
-                                  "MODEL.BLOCKS/FEATURES/BATCH_NORM") from None
+                                  "MODEL.BLOCKS/FEATURES/BATCH_NORM and DATASET.CLASSES, or "
+                                  "give a checkpoint written by tools/train_unet.py") from None
         if not self.classes:
             self.classes = tuple(f"class_{i}" for i in range(self.model.classes))
         self.model.to(self.device).eval()

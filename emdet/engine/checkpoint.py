@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from emdet.engine.weights import load_weights_file, resolve_weights
+from emdet.engine.weights import WeightsError, load_weights_file, resolve_weights
 from emdet.utils.atomic import atomic_open, clean_stale_temps
 
 __all__ = ["AtomicCheckpointer", "atomic_write_bytes"]
@@ -56,7 +56,17 @@ class AtomicCheckpointer(DetectionCheckpointer):
         atomic_write_bytes(path, lambda f: f.write(last_filename_basename.encode()))
 
     def load(self, path, *args, **kwargs):
-        return super().load(resolve_weights(path) if path else path, *args, **kwargs)
+        path = resolve_weights(path) if path else path
+        try:
+            return super().load(path, *args, **kwargs)
+        except WeightsError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            # fvcore's own checks of what the file holds (e.g. "Unsupported type found in
+            # checkpoint"), after load_weights_file has already refused anything with code
+            raise WeightsError(f"{path}: not a usable checkpoint ({type(e).__name__}: {e}); "
+                               "give a model_final.pth written by emdet or a detectron2 model "
+                               "zoo file") from None
 
     def _load_file(self, filename: str) -> dict:
         data = load_weights_file(filename)

@@ -277,5 +277,10 @@ def build_model_for_inference(cfg) -> torch.nn.Module:
         )
     model = build_model(cfg)
     model.eval()
-    AtomicCheckpointer(model).load(weights)  # the one safe loader of every tool
+    from emdet.engine.weights import WeightsError
+
+    try:
+        AtomicCheckpointer(model).load(weights)  # the one safe loader of every tool
+    except WeightsError as e:
+        raise PredictError(str(e)) from None
     return model
