@@ -108,6 +108,10 @@ def cli(argv: list[str] | None = None) -> None:
 
     args = build_parser().parse_args(argv)
     try:
+        options_from_args(args)  # impossible flags stop here, before a process or model starts
+    except PredictError as e:
+        sys.exit(f"predict: {e}")
+    try:
         launch(
             main,
             args.num_gpus,

@@ -116,6 +116,28 @@ class PredictOptions:
     class_names: list[str] | None = None
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        import math
+
+        def bad(flag: str, value: Any, need: str) -> PredictError:
+            return PredictError(f"{flag} {value!r}: {need}")
+
+        if self.tile is not None and self.tile < 0:
+            raise bad("--tile", self.tile, "must be >= 0 pixels (0: whole images)")
+        if self.overlap is not None and self.overlap < 0:
+            raise bad("--overlap", self.overlap, "must be >= 0 pixels")
+        if self.tile and self.overlap is not None and self.overlap >= self.tile:
+            raise bad("--overlap", self.overlap, f"must be smaller than --tile {self.tile}")
+        if self.score_threshold is not None and not (
+                math.isfinite(self.score_threshold) and 0 <= self.score_threshold <= 1):
+            raise bad("--score-threshold", self.score_threshold, "must be between 0 and 1")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise bad("--batch-size", self.batch_size, "must be at least 1 tile")
+        if self.overlay_max_size < 0:
+            raise bad("--overlay-size", self.overlay_max_size, "must be >= 0 (0: full size)")
+        if not (math.isfinite(self.join_threshold) and 0 <= self.join_threshold <= 1):
+            raise bad("join_threshold", self.join_threshold, "must be between 0 and 1")
+
 
 @dataclass
 class PredictResult:
@@ -255,6 +277,9 @@ def _settings(cfg, options: PredictOptions, names: list[str]) -> dict[str, Any]:
                             mtime_ns=st.st_mtime_ns)
     tile = int(cfg.INPUT.MIN_SIZE_TEST if options.tile is None else options.tile)
     overlap = int(tile // 4 if options.overlap is None else options.overlap)
+    if tile and overlap >= tile:
+        raise PredictError(f"--overlap {overlap} must be smaller than the tile side {tile} "
+                           "(--tile, default INPUT.MIN_SIZE_TEST)")
     return {
         "config_sha1": hashlib.sha1(hashed.dump().encode()).hexdigest(),
         "weights": weights_info,
