@@ -49,8 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.pixel_size is not None and args.pixel_size <= 0:
-        sys.exit("stats_report: --pixel-size must be > 0")
     try:
         out = run_stats_report(
             args.input,

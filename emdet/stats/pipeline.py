@@ -8,6 +8,7 @@ stricter score threshold, new ones drawn from the images when they can be found.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -123,6 +124,25 @@ def _overlay_png(
     return buf.tobytes() if ok else None
 
 
+def _check_options(*, pixel_size, score_threshold, frame_interval, max_overlays,
+                   overlay_size) -> None:
+    def finite(x) -> bool:
+        return isinstance(x, (int, float)) and math.isfinite(x)
+
+    if pixel_size is not None and not (finite(pixel_size) and pixel_size > 0):
+        raise StatsError(f"--pixel-size {pixel_size!r} must be a finite number > 0")
+    if score_threshold is not None and not (finite(score_threshold)
+                                            and 0 <= score_threshold <= 1):
+        raise StatsError(f"--score-threshold {score_threshold!r} must be between 0 and 1")
+    if frame_interval is not None and not (finite(frame_interval) and frame_interval > 0):
+        raise StatsError(f"--frame-interval {frame_interval!r} must be a finite number of "
+                         "seconds > 0")
+    if max_overlays < 0:
+        raise StatsError(f"--max-overlays {max_overlays} must be >= 0")
+    if overlay_size < 1:
+        raise StatsError(f"overlay_size {overlay_size} must be >= 1 pixel")
+
+
 def run_stats_report(
     coco: str | os.PathLike | Mapping[str, Any],
     output_dir: str | os.PathLike,
@@ -163,6 +183,12 @@ def run_stats_report(
     -------
     StatsOutputs
     """
+    _check_options(pixel_size=pixel_size, score_threshold=score_threshold,
+                   frame_interval=frame_interval, max_overlays=max_overlays,
+                   overlay_size=overlay_size)
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise StatsError(f"--output {out} is a file, not a folder")
     coco_path = Path(coco) if isinstance(coco, (str, os.PathLike)) else None
     data = load_coco(coco)
     if pixel_size is not None and unit is None:
@@ -175,10 +201,6 @@ def run_stats_report(
         instances = instances[~instances["border"].astype(bool)].reset_index(drop=True)
     categories = [str(c["name"]) for c in data["categories"]]
     summary = summarize(instances, images, categories=categories)
-
-    out = Path(output_dir)
-    if out.exists() and not out.is_dir():
-        raise StatsError(f"--output {out} is a file, not a folder")
 
     notes = []
     unit_used = images["unit"].iloc[0] if len(images) else "px"

@@ -226,3 +226,33 @@ def test_report_embeds_no_image_from_outside_the_data_folder(tmp_path):
         img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
         if img is not None and img.ndim == 2:
             assert not (img == 77).all()
+
+
+#: option case -> (extra arguments, words the message must contain)
+OPTIONS = {
+    "pixel_size_nan": (["--pixel-size", "nan"], ["--pixel-size"]),
+    "pixel_size_inf": (["--pixel-size", "inf"], ["--pixel-size"]),
+    "pixel_size_negative": (["--pixel-size", "-1"], ["--pixel-size"]),
+    "score_threshold_nan": (["--score-threshold", "nan"], ["--score-threshold"]),
+    "score_threshold_above_one": (["--score-threshold", "2"], ["--score-threshold"]),
+    "frame_interval_zero": (["--frame-interval", "0"], ["--frame-interval"]),
+    "frame_interval_nan": (["--frame-interval", "nan"], ["--frame-interval"]),
+    "max_overlays_negative": (["--max-overlays", "-1"], ["--max-overlays"]),
+    "input_is_a_folder": (["--input", "{dir}"], ["folder"]),
+    "output_is_a_file": (["--output", "{file}"], ["is a file"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_stats_report_refuses_impossible_options(tmp_path, name):
+    extra, needles = OPTIONS[name]
+    coco = tmp_path / "good.json"
+    coco.write_text(json.dumps(_base()))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me\n")
+    extra = [a.replace("{dir}", str(tmp_path)).replace("{file}", str(notes)) for a in extra]
+    args = ["--input", coco, "--output", tmp_path / "o", *extra]
+    before = snapshot(tmp_path)
+    outcome = run_tool("stats_report", args, case=f"stats/options/{name}")
+    assert_refused(outcome, *needles)
+    assert snapshot(tmp_path) == before
