@@ -166,6 +166,17 @@ class _Entry:
     point_classes: list = field(default_factory=list)
 
 
+def _inside(folder: Path, rel: str) -> bool:
+    """``rel`` names a place inside ``folder`` (no absolute path, no climbing out)."""
+    base = folder.resolve()
+    target = (folder / rel).resolve()
+    return target == base or base in target.parents
+
+
+def _inside_images(root: Path, rel: str) -> bool:
+    return bool(rel) and _inside(root / "images", rel)
+
+
 def _entries_from_coco(root: Path, splits: Sequence[str] | None,
                        classes: Sequence[str]) -> list[_Entry]:
     ann_dir = root / "annotations"
@@ -173,15 +184,25 @@ def _entries_from_coco(root: Path, splits: Sequence[str] | None,
     if splits is not None:
         files = [f for f in files if f.stem in splits]
     entries: dict[str, _Entry] = {}
+    from emdet.data.cocofile import CocoFormatError, read_coco
+
     for jf in files:
-        try:
-            data = json.loads(jf.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise DenseDataError(f"{jf}: not a readable COCO json ({e})") from None
+        try:  # strict JSON, ids, sizes and finite points checked (emdet.data.cocofile)
+            data = read_coco(jf)
+        except (OSError, CocoFormatError) as e:
+            raise DenseDataError(f"not a usable COCO json: {e}") from None
         cat_name = {c["id"]: c["name"] for c in data.get("categories", [])}
         by_id = {}
-        for img in data.get("images", []):
-            e = entries.setdefault(img["file_name"], _Entry(img["file_name"], jf.stem))
+        for i, img in enumerate(data.get("images", [])):
+            name = img.get("file_name")
+            if not isinstance(name, str) or not _inside_images(root, name):
+                raise DenseDataError(f"{jf}: images[{i}] 'file_name' {name!r} must be a path "
+                                     f"inside {root / 'images'}")
+            mask = img.get("sem_seg_file_name")
+            if mask and (not isinstance(mask, str) or not _inside(root / "masks", mask)):
+                raise DenseDataError(f"{jf}: images[{i}] 'sem_seg_file_name' {mask!r} must be "
+                                     f"a path inside {root / 'masks'}")
+            e = entries.setdefault(name, _Entry(name, jf.stem))
             if img.get("sem_seg_file_name"):
                 e.mask = root / "masks" / img["sem_seg_file_name"]
             by_id[img["id"]] = e
@@ -202,6 +223,23 @@ def _entries_from_coco(root: Path, splits: Sequence[str] | None,
     return list(entries.values())
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number in strict JSON")
+
+
+def _point(value, where: str) -> list[float]:
+    """``[x, y]`` from labelme's ``[[x, y]]``, refusing anything but two finite numbers."""
+    import math
+
+    xy = value[0] if isinstance(value, list) and value and isinstance(value[0], list) else None
+    ok = (xy is not None and len(xy) >= 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        for v in xy[:2]))
+    if not ok:
+        raise DenseDataError(f"{where} must be [[x, y]] with two finite numbers, got {value!r}")
+    return [float(xy[0]), float(xy[1])]
+
+
 def _entries_from_folders(root: Path, classes: Sequence[str]) -> list[_Entry]:
     from emdet.data.io import list_images
 
@@ -214,12 +252,17 @@ def _entries_from_folders(root: Path, classes: Sequence[str]) -> list[_Entry]:
         lm = root / "labelme" / f"{path.stem}.json"
         if lm.is_file():
             try:
-                doc = json.loads(lm.read_text(encoding="utf-8"))
+                    doc = json.loads(lm.read_text(encoding="utf-8"), parse_constant=_no_constant)
             except (OSError, ValueError) as err:
                 raise DenseDataError(f"{lm}: not a readable labelme json ({err})") from None
-            for shape in doc.get("shapes", []):
+            shapes = doc.get("shapes", []) if isinstance(doc, dict) else None
+            if not isinstance(shapes, list):
+                raise DenseDataError(f"{lm}: 'shapes' must be a list of labelme shapes")
+            for k, shape in enumerate(shapes):
+                if not isinstance(shape, dict):
+                    raise DenseDataError(f"{lm}: shapes[{k}] is not an object")
                 if shape.get("shape_type") == "point" and shape.get("label") in classes:
-                    e.points.append([float(v) for v in shape["points"][0][:2]])
+                    e.points.append(_point(shape.get("points"), f"{lm}: shapes[{k}] 'points'"))
                     e.point_classes.append(classes.index(shape["label"]))
         entries.append(e)
     return entries
@@ -276,7 +319,10 @@ def load_dense_samples(
         path = root / "images" / e.name
         if not path.is_file():
             raise DenseDataError(f"{path}: image listed in the annotations does not exist")
-        image, meta = read_image(path)
+        try:
+            image, meta = read_image(path)
+        except (OSError, ValueError) as err:  # ImageReadError names the file and the problem
+            raise DenseDataError(str(err)) from None
         if image.ndim != 2:
             raise DenseDataError(f"{path}: has {meta.n_frames} frames; training images must be "
                                  "single (H, W) frames")

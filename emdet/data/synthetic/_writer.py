@@ -63,6 +63,16 @@ def _kind(kind: str) -> SyntheticKind:
         ) from None
 
 
+#: Largest synthetic image side: a simulated 16k x 16k image already takes minutes and GBs.
+MAX_SYNTHETIC_SIZE = 16384
+
+
+def _check_size(size: int) -> None:
+    if not 64 <= size <= MAX_SYNTHETIC_SIZE:
+        raise ValueError(f"image size (--size) must be between 64 and {MAX_SYNTHETIC_SIZE} "
+                         f"pixels, got {size}")
+
+
 def _resolve_pixel_size(
     spec: SyntheticKind, pixel_size: float | None, unit: str | None
 ) -> tuple[float, str, float]:
@@ -118,8 +128,7 @@ def generate_image(
     SyntheticImage
     """
     spec = _kind(kind)
-    if size < 64:
-        raise ValueError(f"image size must be at least 64 pixels, got {size}")
+    _check_size(size)
     if seed < 0 or index < 0:
         raise ValueError(f"seed and index must be >= 0, got seed={seed}, index={index}")
     rng = np.random.default_rng([seed, index, zlib.crc32(kind.encode())])
@@ -306,7 +315,8 @@ def make_synthetic(
 
     spec = _kind(kind)
     if num < 1:
-        raise ValueError(f"num must be at least 1 image, got {num}")
+        raise ValueError(f"num (--num) must be at least 1 image, got {num}")
+    _check_size(size)
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     fractions = parse_split(split)
