@@ -108,3 +108,37 @@ def test_unregistered_dataset_is_explained(tmp_path, data_root):
     )
     assert result.returncode != 0
     assert "nanorods_typo_train" in result.stderr and "vesicles_synth_train" in result.stderr
+
+
+def test_rle_dataset_trains_without_a_mask_format_setting(tmp_path, data_root):
+    """Masks given as RLE (mask converters, CVAT, predictions) once stopped training at
+    iteration 0 ("Cannot create polygons") until INPUT.MASK_FORMAT bitmask was set by hand."""
+    import shutil
+
+    import numpy as np
+    from pycocotools import mask as mask_util
+
+    root = tmp_path / "datasets"
+    shutil.copytree(data_root / "vesicles_synth", root / "vesicles_synth")
+    ann = root / "vesicles_synth" / "annotations" / "train.json"
+    coco = json.loads(ann.read_text())
+    size = {im["id"]: (im["height"], im["width"]) for im in coco["images"]}
+    for a in coco["annotations"]:
+        h, w = size[a["image_id"]]
+        rle = mask_util.merge(mask_util.frPyObjects(a["segmentation"], h, w))
+        assert mask_util.decode(rle).sum() > 0
+        a["segmentation"] = {"size": [h, w], "counts": rle["counts"].decode("ascii")}
+    ann.write_text(json.dumps(coco))
+    out = tmp_path / "run"
+    result = subprocess.run(
+        _cmd(out, "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "1", "TEST.EVAL_PERIOD", "0"),
+        env=_env(root), capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "INPUT.MASK_FORMAT bitmask" in log
+    assert "MASK_FORMAT: bitmask" in (out / "config.yaml").read_text()
+    assert (out / "model_final.pth").is_file()
+    assert np.isfinite([json.loads(x)["total_loss"] for x in
+                        (out / "metrics.json").read_text().splitlines()
+                        if '"total_loss"' in x]).all()

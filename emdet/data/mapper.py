@@ -31,9 +31,42 @@ from detectron2.structures import BoxMode
 from emdet.data.geometry import normalize_rbox, rbox_to_polygon
 from emdet.data.transforms import build_em_augmentations
 
-__all__ = ["EMDatasetMapper", "check_rotated_annotations", "clip_rotated_to_image"]
+__all__ = [
+    "EMDatasetMapper",
+    "check_rotated_annotations",
+    "clip_rotated_to_image",
+    "datasets_have_rle",
+    "match_mask_format",
+]
 
 logger = logging.getLogger(__name__)
+
+
+def datasets_have_rle(names: Sequence[str]) -> bool:
+    """True if any annotation of the registered data sets ``names`` has an RLE mask (a dict
+    ``segmentation``, as written by mask converters, CVAT or predict)."""
+    from detectron2.data import DatasetCatalog
+
+    for name in names:
+        for record in DatasetCatalog.get(name):
+            if any(isinstance(a.get("segmentation"), dict) for a in record.get("annotations", ())):
+                return True
+    return False
+
+
+def match_mask_format(cfg) -> bool:
+    """Set ``INPUT.MASK_FORMAT`` to ``bitmask`` when a training set has RLE masks.
+
+    detectron2 builds ``PolygonMasks`` by default and stops at iteration 0 with "Cannot create
+    polygons from ..." on RLE; ``bitmask`` reads both RLE and polygons, so the format follows the
+    data. ``cfg`` must not be frozen. Returns True if it changed the config.
+    """
+    if not cfg.MODEL.MASK_ON or cfg.INPUT.MASK_FORMAT != "polygon":
+        return False
+    if not datasets_have_rle(cfg.DATASETS.TRAIN):
+        return False
+    cfg.INPUT.MASK_FORMAT = "bitmask"
+    return True
 
 
 class EMDatasetMapper(DatasetMapper):
@@ -58,6 +91,9 @@ class EMDatasetMapper(DatasetMapper):
         ret["rotated_min_visible"] = cfg.INPUT.EM.ROTATED_MIN_VISIBLE
         if is_train:
             _check_rotated_datasets(cfg.DATASETS.TRAIN)
+            if ret.get("use_instance_mask") and ret.get("instance_mask_format") == "polygon" \
+                    and datasets_have_rle(cfg.DATASETS.TRAIN):
+                ret["instance_mask_format"] = "bitmask"  # API use without setup_cfg
         return ret
 
     def read(self, file_name: str, page: int | None = None) -> np.ndarray:

@@ -48,10 +48,32 @@ def setup_cfg(args, *, default_setup_enabled: bool = True):
     cfg = load_config(args.config_file, args.opts or ())
     _register_datasets(cfg)
     check_datasets(cfg, args.config_file)
+    from emdet.data.mapper import match_mask_format
+
+    bitmask = match_mask_format(cfg)  # RLE data train as bitmasks, without a config change
     cfg.freeze()
     if default_setup_enabled:
         default_setup(cfg, args)
+        _setup_emdet_logger(cfg)
+    if bitmask:
+        logger.info("INPUT.MASK_FORMAT bitmask: the training data %s have RLE masks",
+                    ", ".join(cfg.DATASETS.TRAIN))
     return cfg
+
+
+def _setup_emdet_logger(cfg) -> None:
+    """emdet's own messages on the console and in ``OUTPUT_DIR/log.txt``, like detectron2's
+    (``default_setup`` sets up only the ``detectron2`` and ``fvcore`` loggers)."""
+    from detectron2.utils import comm
+    from detectron2.utils.logger import setup_logger
+
+    emdet_logger = logging.getLogger("emdet")
+    if not any(getattr(h, "_emdet_setup", False) for h in emdet_logger.handlers):
+        before = set(emdet_logger.handlers)
+        setup_logger(cfg.OUTPUT_DIR or None, distributed_rank=comm.get_rank(), name="emdet",
+                     abbrev_name="emdet")
+        for handler in set(emdet_logger.handlers) - before:
+            handler._emdet_setup = True
 
 
 def _register_datasets(cfg) -> None:
