@@ -13,6 +13,10 @@ Examples::
     python tools/convert_annotations.py --format labelme --input particles/ \\
         --output coco/particles.json --point-box-size 24 --skip-invalid
 
+    # a second run over the same outputs must say so: hand edits are never lost silently
+    python tools/convert_annotations.py --format rolabelimg --input labels/ \\
+        --output datasets/rods/annotations/all.json --split train=0.8,val=0.2 --overwrite
+
     # predictions -> one labelme file per image, to correct them in labelme
     python tools/convert_annotations.py --to labelme --input output/coco_instances_results.json \\
         --dataset coco/nanorods_val.json --output to_correct/ --min-score 0.5
@@ -105,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --to: leave out annotations with a lower score",
     )
     p.add_argument(
-        "--overwrite", action="store_true", help="with --to: replace existing labelme files"
+        "--overwrite",
+        action="store_true",
+        help="replace existing output files (the COCO file and its split files; with --to: the "
+        "labelme files); without it an existing output is an error. Images in --images are "
+        "never replaced",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -138,10 +146,14 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed,
             skip_invalid=args.skip_invalid,
             clip_to_image=args.clip_to_image,
+            overwrite=args.overwrite,
             progress=not args.no_progress,
         )
     except ConversionError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except OSError as exc:  # the system refused a read or write the checks could not foresee
+        print(f"error: {exc}; nothing was written.", file=sys.stderr)
         raise SystemExit(1) from None
     print(
         f"Wrote {report.num_images} image(s), {report.num_annotations} annotation(s): "

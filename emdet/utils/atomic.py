@@ -187,8 +187,16 @@ def atomic_write_many(files: Sequence[tuple[PathLike, bytes | str]]) -> list[Pat
                     os.link(target, backup)
                 except OSError:  # a file system without hard links
                     shutil.copy2(target, backup)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                # this target is unchanged; its backup is a second name of the same file (a
+                # rename onto it would be a no-op and leave the backup behind)
+                if backup is not None:
+                    with contextlib.suppress(OSError):
+                        backup.unlink()
+                raise
             backups.append((target, backup))
-            os.replace(tmp, target)
     except BaseException:
         for target, backup in reversed(backups):
             with contextlib.suppress(OSError):

@@ -631,7 +631,11 @@ def test_split_is_seeded_and_complete(tmp_path):
     assert {a["image_id"] for a in val["annotations"]} == ids(val)
     assert val["info"]["split"] == "val" and val["info"]["seed"] == 1
     first = [p.read_bytes() for p in report.outputs]
-    convert_annotations(src, out, "yolo", split="train=0.7,val=0.3", seed=1, progress=False)
+    with pytest.raises(ConversionError, match="--overwrite"):  # hand edits are never lost
+        convert_annotations(src, out, "yolo", split="train=0.7,val=0.3", seed=1, progress=False)
+    convert_annotations(
+        src, out, "yolo", split="train=0.7,val=0.3", seed=1, overwrite=True, progress=False
+    )
     assert [p.read_bytes() for p in report.outputs] == first
     other = split_coco(full, {"train": 0.7, "val": 0.3}, seed=2)
     assert ids(other["val"]) != ids(val)
@@ -877,3 +881,190 @@ def test_cli_main_reports_errors(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "Skipped 1" in err and "a.json: shape 1 ('x', polygon)" in err
+
+
+# --------------------------------------------------------------------------------------------
+# No lost work, no partial output, no silently wrong numbers
+# --------------------------------------------------------------------------------------------
+def _two_labelme_images(src: Path) -> None:
+    for name in ("a", "b"):
+        make_image(src / f"{name}.png")
+        write_labelme(src / f"{name}.json", f"{name}.png", [shape("rod", [[1, 1], [9, 9]],
+                                                                  "rectangle")])
+
+
+def test_existing_outputs_need_overwrite(tmp_path):
+    _two_labelme_images(tmp_path / "in")
+    out = tmp_path / "out" / "all.json"
+    convert_annotations(tmp_path / "in", out, "labelme", progress=False)
+    out.write_text('{"hand": "edited"}')
+    with pytest.raises(ConversionError, match=r"all\.json.*--overwrite"):
+        convert_annotations(tmp_path / "in", out, "labelme", progress=False)
+    assert out.read_text() == '{"hand": "edited"}'
+    (tmp_path / "o2").mkdir()
+    (tmp_path / "o2" / "train.json").write_text("x")  # only a split file exists
+    with pytest.raises(ConversionError, match=r"train\.json.*--overwrite"):
+        convert_annotations(tmp_path / "in", tmp_path / "o2" / "all.json", "labelme",
+                            split="train=0.5,val=0.5", progress=False)
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["train.json"]
+    convert_annotations(tmp_path / "in", out, "labelme", overwrite=True, progress=False)
+    assert len(json.loads(out.read_text())["images"]) == 2
+    with pytest.raises(ConversionError, match="--output is a folder"):
+        convert_annotations(tmp_path / "in", tmp_path / "out", "labelme", progress=False)
+
+
+def _split_outputs(tmp_path: Path) -> tuple[Path, list[Path], dict[Path, bytes]]:
+    _two_labelme_images(tmp_path / "in")
+    out = tmp_path / "out" / "all.json"
+    targets = [out, out.with_name("train.json"), out.with_name("val.json")]
+    out.parent.mkdir()
+    old = {t: f'{{"old": "{t.stem}"}}'.encode() for t in targets[:2]}
+    for t, data in old.items():
+        t.write_bytes(data)
+    return out, targets, old
+
+
+def test_split_write_is_all_or_nothing_when_a_rename_fails(tmp_path, monkeypatch):
+    import os
+
+    out, targets, old = _split_outputs(tmp_path)
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(Path(dst).name)
+        if len(calls) == 2:  # all.json is already replaced when train.json fails
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(ConversionError, match="No space left.*unchanged"):
+        convert_annotations(tmp_path / "in", out, "labelme", split="train=0.5,val=0.5",
+                            overwrite=True, progress=False)
+    monkeypatch.undo()
+    assert calls[:2] == ["all.json", "train.json"]
+    assert {t: t.read_bytes() for t in targets if t.exists()} == old
+    assert sorted(p.name for p in out.parent.iterdir()) == ["all.json", "train.json"]
+
+
+def test_split_write_is_all_or_nothing_when_a_target_is_a_folder(tmp_path):
+    out, targets, old = _split_outputs(tmp_path)
+    targets[2].mkdir()  # val.json
+    with pytest.raises(ConversionError, match=r"val\.json.*folder"):
+        convert_annotations(tmp_path / "in", out, "labelme", split="train=0.5,val=0.5",
+                            overwrite=True, progress=False)
+    assert {t: t.read_bytes() for t in targets[:2]} == old
+    assert sorted(p.name for p in out.parent.iterdir()) == ["all.json", "train.json", "val.json"]
+
+
+def test_old_atomic_helper_is_gone():
+    from emdet.data.converters import _common
+
+    assert not hasattr(_common, "write_files_atomically")
+
+
+def test_embedded_image_never_replaces_a_different_image(tmp_path):
+    imgs = tmp_path / "imgs"
+    make_image(imgs / "b.png", 40, 30)  # the real micrograph, grey 128
+    original = (imgs / "b.png").read_bytes()
+    embedded = png_bytes(40, 30)  # a different image (grey 7), as imageData
+    write_labelme(tmp_path / "in" / "b.json", "gone/b.tif", [], w=40, h=30,
+                  image_data=base64.b64encode(embedded).decode())
+    with pytest.raises(AnnotationError) as info:
+        convert_annotations(tmp_path / "in", tmp_path / "c.json", "labelme", images_dir=imgs,
+                            progress=False)
+    text = str(info.value)
+    assert "b.json" in text and str((imgs / "b.png").resolve()) in text and "imageData" in text
+    assert (imgs / "b.png").read_bytes() == original and not (tmp_path / "c.json").exists()
+    (imgs / "b.png").write_bytes(embedded)  # identical bytes: used, not rewritten
+    report = convert_annotations(tmp_path / "in", tmp_path / "c.json", "labelme",
+                                 images_dir=imgs, progress=False)
+    assert report.extracted_images == [] and (imgs / "b.png").read_bytes() == embedded
+
+
+@pytest.mark.parametrize("fmt, text, field", [
+    ("rolabelimg", voc_xml("a.png", robndbox("rod", 50, 40, 30, 10, 45)), "<robndbox><angle>"),
+    ("rolabelimg", voc_xml("a.png", robndbox("rod", 50, 40, 30, 10, -90)), "<robndbox><angle>"),
+    ("labelimg-kitti", "0 50 40 30 10 30\n", "rotation"),
+    ("labelimg-kitti", "0 50 40 30 10 -7\n", "rotation"),
+])
+def test_rotation_in_degrees_is_refused_not_wrapped(tmp_path, fmt, text, field):
+    make_image(tmp_path / "a.png")
+    (tmp_path / "classes.txt").write_text("rod\n")
+    (tmp_path / ("a.xml" if fmt == "rolabelimg" else "a.txt")).write_text(text)
+    with pytest.raises(AnnotationError, match="degrees") as info:
+        to_coco(tmp_path, fmt)
+    assert field in str(info.value) and info.value.file.endswith(("a.xml", "a.txt"))
+
+
+def test_rotation_up_to_two_pi_is_radians(tmp_path):
+    make_image(tmp_path / "a.png")
+    (tmp_path / "a.xml").write_text(voc_xml("a.png", robndbox("rod", 50, 40, 30, 10, 6.2)))
+    rbox = to_coco(tmp_path, "rolabelimg").coco["annotations"][0]["rbox"]
+    assert rbox == pytest.approx(list(rolabelimg_to_rbox(50, 40, 30, 10, 6.2)), abs=1e-9)
+
+
+def _coco_for_labelme(tmp_path: Path) -> dict:
+    make_image(tmp_path / "a.png", 40, 30)
+    make_image(tmp_path / "b.png", 40, 30)
+    mask = np.zeros((30, 40), np.uint8, order="F")
+    mask[5:10, 5:10] = 1
+    rle = mask_utils.encode(mask)
+    rle["counts"] = rle["counts"].decode()
+    return {
+        "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30},
+                   {"id": 2, "file_name": "b.png", "width": 40, "height": 30}],
+        "categories": [{"id": 1, "name": "rod"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": rle,
+                         "bbox": [5, 5, 5, 5]},
+                        {"id": 2, "image_id": 2, "category_id": 1, "bbox": [1, 2, 3, 4]}],
+    }
+
+
+def test_coco_to_labelme_refuses_duplicate_ids_wrong_rle_and_nan(tmp_path):
+    good = _coco_for_labelme(tmp_path)
+    assert len(coco_to_labelme(good, tmp_path / "ok", images_dir=tmp_path,
+                               progress=False)) == 2
+    dup = json.loads(json.dumps(good))
+    dup["images"][1]["id"] = 1  # would copy image 1's annotations into b.json
+    wrong_rle = json.loads(json.dumps(good))
+    wrong_rle["annotations"][0]["segmentation"]["size"] = [40, 30]
+    nan = json.loads(json.dumps(good))
+    nan["annotations"][1]["bbox"][0] = float("nan")
+    no_height = json.loads(json.dumps(good))
+    del no_height["images"][0]["height"]
+    for bad, pattern in ((dup, r"images\[1\].*used twice"), (wrong_rle, r"'size'.*\[30, 40\]"),
+                         (nan, r"bbox\[0\]"), (no_height, r"images\[0\].*'height'")):
+        with pytest.raises(ConversionError, match=pattern):
+            coco_to_labelme(bad, tmp_path / "lm", images_dir=tmp_path, progress=False)
+        assert not (tmp_path / "lm").exists()
+    (tmp_path / "nan.json").write_text(json.dumps(nan))  # a NaN literal in the file
+    with pytest.raises(ConversionError, match=r"nan\.json.*annotations\[1\]\.bbox\[0\] is NaN"):
+        coco_to_labelme(tmp_path / "nan.json", tmp_path / "lm", images_dir=tmp_path,
+                        progress=False)
+
+
+def test_json_output_is_strict():
+    from emdet.data.converters._common import json_bytes
+
+    assert json_bytes({"x": [1.5]}) == b'{"x": [1.5]}\n'
+    with pytest.raises(ConversionError, match="strict JSON"):
+        json_bytes({"x": float("nan")}, target="a.json")
+
+
+def test_image_size_uses_the_project_pixel_limit(tmp_path, monkeypatch):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I",
+                                                                        zlib.crc32(kind + data))
+
+    # a 240 Mpx montage header: over Pillow's own bomb limit, under emdet's 2**29
+    header = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 12000, 8, 0,
+                                                                  0, 0, 0)) + chunk(b"IEND", b""))
+    (tmp_path / "montage.png").write_bytes(header)
+    assert image_size(tmp_path / "montage.png") == (20000, 12000)
+    monkeypatch.setenv("EMDET_MAX_PIXELS", "1000000")
+    with pytest.raises(AnnotationError, match="EMDET_MAX_PIXELS") as info:
+        image_size(tmp_path / "montage.png", source=tmp_path / "m.json", field_name="imagePath")
+    assert "m.json" in str(info.value) and "imagePath" in str(info.value)

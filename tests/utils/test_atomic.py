@@ -106,6 +106,30 @@ def test_many_is_all_or_nothing_when_a_rename_fails(tmp_path, monkeypatch):
     assert [p.read_text() for p in (a, b, c)] == ["new all", "new train", "new val"]
 
 
+def test_many_leaves_no_backup_when_an_existing_targets_rename_fails(tmp_path, monkeypatch):
+    # the failing rename is onto a file that exists: its backup is a hard link to it, which a
+    # rename back onto it would not remove
+    a, b = tmp_path / "all.json", tmp_path / "train.json"
+    a.write_text("old all")
+    b.write_text("old train")
+    real_replace = os.replace
+    calls = []
+
+    def failing_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("simulated failure")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="simulated"):
+        atomic_write_many([(a, "new all"), (b, "new train")])
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
+    assert a.read_text() == "old all" and b.read_text() == "old train"
+    assert _leftovers(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.json", "train.json"]
+
+
 def test_many_writes_nothing_if_one_target_is_a_folder(tmp_path):
     (tmp_path / "val.json").mkdir()
     with pytest.raises(IsADirectoryError):

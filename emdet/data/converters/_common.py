@@ -1,18 +1,22 @@
-"""Shared pieces of the annotation converters: errors, validation, image sizes, atomic writes."""
+"""Shared pieces of the annotation converters: errors, strict JSON, validation, image sizes,
+all-or-nothing writes."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import math
 import os
-import tempfile
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from emdet.utils.atomic import atomic_write_many, is_temp_file
 
 from ._geometry import RBox, clip_polygons, polygons_area
 
@@ -27,6 +31,10 @@ IMAGE_EXTENSIONS = (
     ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".gif",
     ".dm3", ".dm4", ".mrc", ".emd", ".ser",
 )  # fmt: skip
+
+#: Largest rotation angle in radians taken as such (roLabelImg ``<angle>``, LabelImg-KITTI
+#: ``rotation``); a larger magnitude is almost surely degrees and is refused, not wrapped.
+MAX_ANGLE_RAD = 2 * math.pi
 
 _SKIP_HINT = "rerun with --skip-invalid (skip_invalid=True) to skip it and convert the rest."
 
@@ -86,12 +94,16 @@ class Instance:
 
     ``polygons`` are ``(N, 2)`` float64 arrays of ``(x, y)`` pixel coordinates. ``kind`` is
     ``"polygon"``, ``"box"`` (axis-aligned rectangle), ``"rbox"``, ``"circle"`` or ``"point"``.
+    ``field`` and ``label_field`` name, for messages, the fields of the file the coordinates
+    and the class name came from (``"points"``, ``"<robndbox>"``, ``"cx cy w h"``...).
     """
 
     label: str
     polygons: list[np.ndarray]
     where: str
     kind: str = "polygon"
+    field: str = "points"
+    label_field: str = "label"
     rbox: RBox | None = None
     point: tuple[float, float] | None = None
     circle: tuple[float, float, float] | None = None
@@ -157,6 +169,11 @@ def read_classes(path: str | os.PathLike) -> list[str]:
             f"{path}: classes file is not UTF-8 text; save it as plain text "
             "with one class name per line."
         ) from None
+    except OSError as exc:
+        raise ConversionError(
+            f"{path}: classes file cannot be read ({exc.strerror or exc}). Check --classes: a "
+            "text file with one class name per line."
+        ) from None
     names = [ln.strip() for ln in lines if ln.strip()]
     if not names:
         raise ConversionError(f"{path}: classes file is empty; write one class name per line.")
@@ -170,18 +187,147 @@ def read_classes(path: str | os.PathLike) -> list[str]:
 
 
 def to_float(value: Any, file: Path, obj: str, field_name: str) -> float:
-    """Parse a number, or raise an :class:`AnnotationError` naming the field."""
+    """Parse a number from text (XML, txt), or raise an :class:`AnnotationError` naming the
+    field."""
     try:
         out = float(str(value).strip()) if not isinstance(value, int | float) else float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise AnnotationError(
-            file, f"field {field_name} is {value!r}; expected a number.", obj=obj
+            file, f"field {field_name} is {value!r:.60}; expected a number.", obj=obj
         ) from None
-    if not np.isfinite(out):
+    if not math.isfinite(out):
         raise AnnotationError(
-            file, f"field {field_name} is {value!r}; expected a finite number.", obj=obj
+            file, f"field {field_name} is {value!r:.60}; expected a finite number.", obj=obj
         )
     return out
+
+
+def json_number(value: Any, file: Path, obj: str, field_name: str) -> float:
+    """A number from parsed JSON: an int or float that is finite; text, ``true``/``false`` and
+    ``null`` are refused (labelme never writes them), naming the field."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AnnotationError(
+            file,
+            f"field {field_name} holds {value!r:.60} ({type(value).__name__}); expected a "
+            "number, not text, true/false or null.",
+            obj=obj,
+        )
+    try:
+        out = float(value)
+    except OverflowError:
+        out = math.inf
+    if not math.isfinite(out):
+        raise AnnotationError(
+            file, f"field {field_name} is {value!r:.60}; expected a finite number.", obj=obj
+        )
+    return out
+
+
+def check_radians(value: float, file: Path, obj: str, field_name: str) -> float:
+    """Refuse a rotation angle outside ``[-2π, 2π]``: the format stores radians, so a larger
+    value is almost surely degrees, and wrapping it would silently turn the box."""
+    if not -MAX_ANGLE_RAD <= value <= MAX_ANGLE_RAD:
+        raise AnnotationError(
+            file,
+            f"field {field_name} is {value:g}, outside -2π..2π (±{MAX_ANGLE_RAD:.4f}); the "
+            "format stores the angle in radians, so this looks like degrees.",
+            obj=obj,
+            hint=f"Convert the angles to radians ({value:g}° is {math.radians(value):.4f} rad) "
+            "or re-save the file from the annotation tool.",
+        )
+    return value
+
+
+class _NonFinite:
+    """Stands for a ``NaN``/``Infinity`` literal (or a number too large for a float) while
+    parsing, so its place in the file can be named."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _parse_float(text: str) -> float | _NonFinite:
+    value = float(text)
+    return value if math.isfinite(value) else _NonFinite(text[:30])
+
+
+def _parse_int(text: str) -> int | _NonFinite:
+    if len(text.lstrip("-")) > 308:  # beyond any float; int() itself stops at 4300 digits
+        return _NonFinite(text[:20] + "...")
+    return int(text)
+
+
+def _find_bad_value(node: Any) -> tuple[str, str] | None:
+    """``(field path, what is wrong)`` for the first non-finite number or invalid text."""
+    stack: list[tuple[Any, str]] = [(node, "")]
+    while stack:  # iterative: a deep file must not hit the recursion limit here
+        node, where = stack.pop()
+        if isinstance(node, _NonFinite):
+            return where or "the top level", f"{node.text}, which is not a finite number"
+        if isinstance(node, str):
+            if not node.isascii():
+                try:
+                    node.encode("utf-8")
+                except UnicodeEncodeError:
+                    return where or "the top level", "text with a lone surrogate (not Unicode)"
+            continue
+        if isinstance(node, dict):
+            items = []
+            for k, v in node.items():
+                key_where = f"{where}.{k}" if where else str(k)
+                items.append((k, key_where))
+                items.append((v, key_where))
+        elif isinstance(node, list):
+            items = [(v, f"{where}[{i}]") for i, v in enumerate(node)]
+        else:
+            continue
+        stack.extend(reversed(items))
+    return None
+
+
+def load_json(path: Path, what: str) -> Any:
+    """Read a UTF-8 JSON file strictly, or raise an :class:`AnnotationError` naming the file.
+
+    ``NaN``, ``Infinity`` and numbers too large for a float are refused with the field that
+    holds them (``shapes[0].points[1][0]``), as is text that is not valid Unicode.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise AnnotationError(path, f"{what} not found.") from None
+    except IsADirectoryError:
+        raise AnnotationError(path, f"is a folder; expected the {what} (a .json file).") from None
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(
+            path, f"is not UTF-8 text (byte {exc.start}), so it is not a {what} (JSON)."
+        ) from None
+    except OSError as exc:
+        raise AnnotationError(path, f"{what} cannot be read ({exc.strerror or exc}).") from None
+    try:
+        data = json.loads(text, parse_constant=_NonFinite, parse_float=_parse_float,
+                          parse_int=_parse_int)
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(
+            path,
+            f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).",
+            hint="Re-save it from the tool that wrote it, or repair it in a text editor.",
+        ) from None
+    except RecursionError:
+        raise AnnotationError(path, f"is JSON nested too deeply to be a {what}.") from None
+    except ValueError as exc:
+        raise AnnotationError(path, f"is not valid JSON for a {what} ({exc}).") from None
+    bad = _find_bad_value(data)
+    if bad is not None:
+        where, problem = bad
+        text = "text" in problem
+        raise AnnotationError(
+            path,
+            f"field {where} is {problem}" + ("." if text else " (strict JSON)."),
+            hint="Retype the text in the annotation tool." if text
+            else "Write a finite number (or remove the object).",
+        )
+    return data
 
 
 def posix_relpath(path: Path, start: Path) -> str:
@@ -192,56 +338,97 @@ def posix_relpath(path: Path, start: Path) -> str:
 # --------------------------------------------------------------------------------------------
 # Images
 # --------------------------------------------------------------------------------------------
-def image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of an image file, reading only its header where possible.
+def is_file(path: Path, file: Path, field_name: str) -> bool:
+    """``path.is_file()``, but a path the system cannot even look up (too long, a NUL byte) is
+    an :class:`AnnotationError` naming ``file`` and ``field_name`` instead of a crash."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError) as exc:
+        raise AnnotationError(
+            file,
+            f"field {field_name} gives the path {str(path)!r:.80}, which is not a usable file "
+            f"name ({exc}).",
+        ) from None
 
-    TIFF via tifffile (first page), other common formats via Pillow, EM formats (dm3/dm4/mrc/...)
-    via ``emdet.data.io.read_image`` when that module is available.
-    """
+
+def _pil_header(source: Any, name: str) -> tuple[int, int, str]:
+    """``(width, height, format)`` from a Pillow header (a path or a file object) under emdet's pixel
+    limit; raises :class:`emdet.data.io.ImageReadError` / ``ImageTooLargeError``."""
     from PIL import Image, UnidentifiedImageError
 
-    suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        import tifffile
+    from emdet.data.io import MAX_PIXELS_ENV, ImageReadError, ImageTooLargeError, max_image_pixels
 
+    limit = max_image_pixels()
+    Image.MAX_IMAGE_PIXELS = limit  # one limit, as emdet.data.io sets it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
-                return int(page.imagewidth), int(page.imagelength)
-        except Exception as exc:  # tifffile raises several types for damaged files
-            raise AnnotationError(
-                path,
-                f"cannot read this TIFF image ({exc}).",
-                hint="Check that the file opens in Fiji/ImageJ.",
-            ) from None
+            with Image.open(source) as im:
+                width, height, fmt = int(im.size[0]), int(im.size[1]), im.format or "PNG"
+        except Image.DecompressionBombError:
+            width = height = -1
+            fmt = ""
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            detail = f" ({exc})" if isinstance(source, str | os.PathLike) else ""
+            raise ImageReadError(f"{name} is not an image Pillow can open{detail}.") from None
+    if width < 0 or width * height > limit:
+        size = f"{width} x {height} px, more than" if width >= 0 else "more than twice"
+        raise ImageTooLargeError(
+            f"{name} declares {size} the pixel limit of {limit:,} ({MAX_PIXELS_ENV}); "
+            f"refused before decoding (a decompression bomb, or a montage too large: raise "
+            f"{MAX_PIXELS_ENV} if the machine has the memory)."
+        )
+    if width < 1 or height < 1:
+        raise ImageReadError(f"{name} declares a size of {width} x {height} px, without pixels.")
+    return width, height, fmt
+
+
+def image_size(
+    path: Path, *, source: Path | None = None, field_name: str = "image"
+) -> tuple[int, int]:
+    """``(width, height)`` of an image file, reading only its header where the format allows.
+
+    Uses :func:`emdet.data.io.image_size` (TIFF, PNG, JPEG, EM formats) and Pillow for the
+    other extensions (BMP, GIF), both under the pixel limit ``EMDET_MAX_PIXELS``, so neither a
+    decompression bomb nor a broken file gets further than a message.
+
+    Raises
+    ------
+    AnnotationError
+        Naming ``source`` (the annotation file) and ``field_name`` (the field that names the
+        image) when given, else the image, with what is wrong.
+    """
+    from emdet.data import io as emio
+
     try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError):
-        pass
+        if path.suffix.lower() in emio.SUPPORTED_EXTENSIONS:
+            height, width = emio.image_size(path)
+        else:
+            width, height, _ = _pil_header(path, f"'{path}'")
+    except Exception as exc:  # noqa: BLE001 - image readers raise many types
+        reason = str(exc) or type(exc).__name__
+        if source is None:
+            raise AnnotationError(path, f"cannot read the image ({reason})") from None
+        raise AnnotationError(
+            source,
+            f"field {field_name}: the image {path} cannot be used: {reason}",
+            hint="Replace the image, or correct the field if it names the wrong file.",
+        ) from None
+    return int(width), int(height)
+
+
+def image_bytes_info(data: bytes, source: Path, field_name: str) -> tuple[int, int, str]:
+    """``(width, height, Pillow format name)`` of an image held in memory (labelme
+    ``imageData``), under the pixel limit; an :class:`AnnotationError` naming ``source`` and
+    ``field_name`` otherwise."""
     try:
-        from emdet.data.io import read_image  # owned by the I/O module; optional here
-    except ImportError:
-        read_image = None
-    if read_image is not None:
-        try:
-            array, _meta = read_image(path, page=0)  # (H, W) grey frame
-            return int(array.shape[1]), int(array.shape[0])
-        except Exception as exc:
-            raise AnnotationError(path, f"cannot read the image ({exc}).") from None
-    raise AnnotationError(
-        path,
-        "cannot read the image size: not an image format Pillow or tifffile can open.",
-        hint="Convert it to TIFF or PNG.",
-    )
-
-
-def image_bytes_info(data: bytes) -> tuple[int, int, str]:
-    """``(width, height, Pillow format name)`` of an image held in memory."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return im.size[0], im.size[1], (im.format or "PNG")
+        return _pil_header(io.BytesIO(data), f"the embedded image ({len(data)} bytes)")
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types
+        raise AnnotationError(
+            source,
+            f"field {field_name}: {exc}",
+            hint="Re-save the file from labelme with the image present.",
+        ) from None
 
 
 def find_image_by_stem(stem: str, folders: Iterable[Path]) -> Path | None:
@@ -263,15 +450,19 @@ def instance_to_annotation(inst: Instance, rec: ImageRecord, run: Run) -> dict[s
     Raises :class:`AnnotationError` for an unknown class, a shape outside the image (beyond
     :data:`EDGE_TOLERANCE_PX`, unless clipping) or a zero-size shape.
     """
-    file, where = rec.source, inst.where
+    file, where, fld = rec.source, inst.where, inst.field
     if not inst.label:
         raise AnnotationError(
-            file, "has an empty label.", obj=where, hint="Give the object a class name."
+            file,
+            f"has an empty label (field {inst.label_field}).",
+            obj=where,
+            hint="Give the object a class name.",
         )
     if run.classes is not None and inst.label not in run.classes:
         raise AnnotationError(
             file,
-            f"label {inst.label!r} is not in the classes file (known: {', '.join(run.classes)}).",
+            f"{inst.label_field} {inst.label!r} is not in the classes file (known: "
+            f"{', '.join(run.classes)}).",
             obj=where,
             hint="Correct the label, or add the class to the --classes file.",
         )
@@ -279,7 +470,9 @@ def instance_to_annotation(inst: Instance, rec: ImageRecord, run: Run) -> dict[s
     polygons = [np.asarray(p, float).reshape(-1, 2) for p in inst.polygons]
     pts = np.concatenate(polygons)
     if not np.all(np.isfinite(pts)):
-        raise AnnotationError(file, "has coordinates that are not finite numbers.", obj=where)
+        raise AnnotationError(
+            file, f"field {fld} has coordinates that are not finite numbers.", obj=where
+        )
     x0, y0 = pts.min(axis=0)
     x1, y1 = pts.max(axis=0)
     if inst.point is not None:
@@ -287,7 +480,8 @@ def instance_to_annotation(inst: Instance, rec: ImageRecord, run: Run) -> dict[s
         if not (-tol <= px <= W + tol and -tol <= py <= H + tol):
             raise AnnotationError(
                 file,
-                f"point ({px:g}, {py:g}) lies outside the image ({rec.width} x {rec.height} px).",
+                f"point ({px:g}, {py:g}) in field {fld} lies outside the image ({rec.width} x "
+                f"{rec.height} px).",
                 obj=where,
                 hint="Move or delete the point.",
             )
@@ -296,7 +490,8 @@ def instance_to_annotation(inst: Instance, rec: ImageRecord, run: Run) -> dict[s
     if outside and not (run.clip_to_image or inst.point is not None):
         raise AnnotationError(
             file,
-            f"extends outside the image: x from {x0:g} to {x1:g}, y from {y0:g} to {y1:g}, "
+            f"extends outside the image (field {fld}): x from {x0:g} to {x1:g}, y from {y0:g} "
+            f"to {y1:g}, "
             f"but the image {rec.image.name} is {rec.width} x {rec.height} px (allowed: x 0.."
             f"{rec.width}, y 0..{rec.height}, with {tol:g} px tolerance).",
             obj=where,
@@ -306,7 +501,8 @@ def instance_to_annotation(inst: Instance, rec: ImageRecord, run: Run) -> dict[s
     if outside and (x1 <= 0 or y1 <= 0 or x0 >= W or y0 >= H):
         raise AnnotationError(
             file,
-            f"lies entirely outside the image ({rec.width} x {rec.height} px).",
+            f"lies entirely outside the image (field {fld}; the image is {rec.width} x "
+            f"{rec.height} px).",
             obj=where,
             hint="Delete it.",
         )
@@ -314,7 +510,10 @@ def instance_to_annotation(inst: Instance, rec: ImageRecord, run: Run) -> dict[s
         polygons = clip_polygons(polygons, W, H)
         if not polygons:
             raise AnnotationError(
-                file, f"lies entirely outside the image ({rec.width} x {rec.height} px).", obj=where
+                file,
+                f"lies entirely outside the image (field {fld}; the image is {rec.width} x "
+                f"{rec.height} px).",
+                obj=where,
             )
         clipped = True
     elif x0 < 0 or y0 < 0 or x1 > W or y1 > H:  # within tolerance, or an axis-aligned box
@@ -335,7 +534,7 @@ def instance_to_annotation(inst: Instance, rec: ImageRecord, run: Run) -> dict[s
     if bw <= 1e-6 or bh <= 1e-6 or area <= 1e-9:
         raise AnnotationError(
             file,
-            f"has zero size (box {bw:g} x {bh:g} px, area {area:g} px²).",
+            f"has zero size (field {fld}: box {bw:g} x {bh:g} px, area {area:g} px²).",
             obj=where,
             hint="Delete it or redraw it in the annotation tool.",
         )
@@ -356,26 +555,82 @@ def instance_to_annotation(inst: Instance, rec: ImageRecord, run: Run) -> dict[s
 
 
 # --------------------------------------------------------------------------------------------
-# Atomic writes
+# Output
 # --------------------------------------------------------------------------------------------
-def write_files_atomically(files: Sequence[tuple[Path, bytes]]) -> None:
-    """Write all files or none: each goes to a temporary file beside its target first, and the
-    temporaries are renamed over the targets (``os.replace``) only once every one is written."""
-    temps: list[tuple[Path, Path]] = []
+def check_output_path(path: Path, flag: str, *, folder: bool = False) -> None:
+    """Refuse an output path that cannot be written before any work is done: a folder where a
+    file is to be written (or a file where a folder is), or a parent that is a file."""
+    path = Path(path)
     try:
-        for target, data in files:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            temps.append((Path(tmp), target))
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-        for tmp, target in temps:
-            os.replace(tmp, target)
-    finally:
-        for tmp, _ in temps:
-            if tmp.exists():
-                tmp.unlink()
+        if folder and path.exists() and not path.is_dir():
+            raise ConversionError(
+                f"{path}: {flag} is a file; give the folder to write the labelme files to."
+            )
+        if not folder and path.is_dir():
+            example = (
+                "move the folder away or choose another name" if path.suffix.lower() == ".json"
+                else f"e.g. {flag} {path / 'all.json'}"
+            )
+            raise ConversionError(
+                f"{path}: {flag} is a folder; give the path of the COCO .json file to write "
+                f"({example})."
+            )
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ConversionError(
+                        f"{path}: {flag} cannot be written, because {parent} is a file, not a "
+                        "folder."
+                    )
+                if not os.access(parent, os.W_OK | os.X_OK):
+                    raise ConversionError(
+                        f"{path}: {flag} cannot be written: no permission to write in {parent}."
+                    )
+                break
+    except OSError as exc:
+        raise ConversionError(f"{path}: {flag} is not a usable path ({exc}).") from None
 
 
-def json_bytes(obj: Any, *, indent: int | None = None) -> bytes:
-    return (json.dumps(obj, indent=indent, ensure_ascii=False) + "\n").encode("utf-8")
+def refuse_existing(paths: Iterable[Path], overwrite: bool) -> None:
+    """Refuse to replace existing outputs unless ``overwrite``; a folder in the way is always
+    refused."""
+    paths = list(paths)
+    folders = [p for p in paths if p.is_dir()]
+    if folders:
+        raise ConversionError(
+            f"{folders[0]}: is a folder, so the output file of that name cannot be written. "
+            "Move the folder, or choose another --output."
+        )
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        shown = ", ".join(map(str, existing[:5])) + (" ..." if len(existing) > 5 else "")
+        raise ConversionError(
+            f"{shown}: already exist{'s' if len(existing) == 1 else ''}. Pass --overwrite to "
+            "replace (any hand edits in them are lost), or choose another --output."
+        )
+
+
+def write_outputs(files: Sequence[tuple[Path, bytes]]) -> list[Path]:
+    """Write every file or none (:func:`emdet.utils.atomic.atomic_write_many`); a system error
+    becomes a :class:`ConversionError` that names the file and says nothing was changed."""
+    try:
+        return atomic_write_many(files)
+    except OSError as exc:
+        names = [n for n in (exc.filename2, exc.filename) if n and not is_temp_file(n)]
+        shown = names[0] if names else ", ".join(str(t) for t, _ in files)
+        raise ConversionError(
+            f"{shown}: cannot write the output ({exc.strerror or exc}); nothing was written and "
+            "files already there are unchanged. Check --output: that its folder can be written "
+            "and has free space."
+        ) from None
+
+
+def json_bytes(obj: Any, *, indent: int | None = None, target: Path | str = "output") -> bytes:
+    """Strict JSON (never ``NaN``/``Infinity``) as UTF-8 bytes with a final newline."""
+    try:
+        text = json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False)
+        return (text + "\n").encode("utf-8")
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ConversionError(
+            f"{target}: not written: the data hold a value strict JSON cannot carry ({exc})."
+        ) from None

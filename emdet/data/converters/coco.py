@@ -20,7 +20,10 @@ Output conventions
 Bad input
 ---------
 By default the first problem stops the conversion with an :class:`AnnotationError` naming the file,
-the object and what is wrong, and nothing is written. Objects up to ``EDGE_TOLERANCE_PX`` (1 px)
+the object, the field and what is wrong, and nothing is written: JSON is read strictly (``NaN``,
+``Infinity`` and text where a number belongs are refused), XML with a ``<!DOCTYPE>`` is refused,
+images are sized from their headers under the pixel limit (``EMDET_MAX_PIXELS``), and rotation
+angles outside ``[-2π, 2π]`` (degrees where radians belong) are refused rather than wrapped. Objects up to ``EDGE_TOLERANCE_PX`` (1 px)
 outside the image are clamped onto it; further out is an error unless ``clip_to_image=True``, which
 clips boxes and polygons to the image (an ``rbox`` is kept as annotated; its segmentation is
 clipped). Point boxes are always clipped. With ``skip_invalid=True`` bad objects (or whole files) are
@@ -46,12 +49,14 @@ from ._common import (
     ImageRecord,
     Run,
     Skipped,
+    check_output_path,
     instance_to_annotation,
     json_bytes,
     logger,
     posix_relpath,
     read_classes,
-    write_files_atomically,
+    refuse_existing,
+    write_outputs,
 )
 from .labelme import read_labelme
 from .txt import read_txt
@@ -151,14 +156,19 @@ def to_coco(
         raise ConversionError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}.")
     input_dir = Path(input_dir).resolve()
     if not input_dir.is_dir():
-        raise ConversionError(f"{input_dir}: input folder not found. Check --input.")
+        what = "is a file, not a folder" if input_dir.exists() else "input folder not found"
+        raise ConversionError(
+            f"{input_dir}: {what}. Check --input (the folder of annotation files)."
+        )
     img_dir = Path(images_dir).resolve() if images_dir is not None else None
     if img_dir is not None and not img_dir.is_dir():
         raise ConversionError(f"{img_dir}: images folder not found. Check --images.")
     class_list = _class_list(classes)
-    if point_box_size is not None and not point_box_size > 0:
+    if point_box_size is not None and not (
+        point_box_size > 0 and math.isfinite(point_box_size)
+    ):
         raise ConversionError(
-            f"point box size is {point_box_size}; expected a positive number of pixels."
+            f"--point-box-size is {point_box_size}; expected a positive number of pixels."
         )
     run = Run(
         fmt=fmt,
@@ -279,6 +289,7 @@ def convert_annotations(
     seed: int = 0,
     skip_invalid: bool = False,
     clip_to_image: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> ConversionReport:
     """Convert a folder of annotations to a COCO JSON file (and optional split files).
@@ -288,14 +299,18 @@ def convert_annotations(
     ``all.json``, ``train.json`` and ``val.json`` there, the layout :mod:`emdet.data.datasets`
     registers (``all.json`` then also becomes a data set ``rods_all``). labelme images
     that exist only as embedded ``imageData`` are written to ``images_dir`` when given, else to
-    ``<output stem>_images/`` beside ``output``. Everything is written atomically after the whole
-    conversion succeeded: a failed run leaves no output file. See :func:`to_coco` for the other
-    parameters and :func:`split_coco` for ``split`` / ``seed``.
+    ``<output stem>_images/`` beside ``output``; an existing different image of that name is
+    never replaced (an error), an identical one is used as it is. Everything is written
+    all-or-nothing (:func:`emdet.utils.atomic.atomic_write_many`) after the whole conversion
+    succeeded: a failed run leaves no output file and the files already there unchanged.
+    Existing output files are an error unless ``overwrite``, so hand edits are never lost. See
+    :func:`to_coco` for the other parameters and :func:`split_coco` for ``split`` / ``seed``.
     """
     output = Path(output)
+    check_output_path(output, "--output")
     if output.suffix.lower() != ".json":
         raise ConversionError(
-            f"{output}: the output must be a .json file path "
+            f"{output}: --output must be a .json file path "
             "(e.g. --output annotations/nanorods.json)."
         )
     fractions = parse_split(split) if isinstance(split, str) else split
@@ -306,6 +321,7 @@ def convert_annotations(
             "Name the output after the whole set instead, e.g. --output "
             f"{output.with_name('all.json')}."
         )
+    refuse_existing([output, *split_paths.values()], overwrite)
     extract_dir = images_dir if images_dir is not None else output.parent / f"{output.stem}_images"
     conv = to_coco(
         input_dir,
@@ -320,11 +336,11 @@ def convert_annotations(
         progress=progress,
     )
     files: list[tuple[Path, bytes]] = list(conv.extracted_images.items())
-    files.append((output, json_bytes(conv.coco)))
+    files.append((output, json_bytes(conv.coco, target=output)))
     if fractions:
         for name, part in split_coco(conv.coco, fractions, seed=seed).items():
-            files.append((split_paths[name], json_bytes(part)))
-    write_files_atomically(files)
+            files.append((split_paths[name], json_bytes(part, target=split_paths[name])))
+    write_outputs(files)
     return ConversionReport(
         outputs=[output, *split_paths.values()],
         extracted_images=list(conv.extracted_images),
@@ -350,12 +366,12 @@ def parse_split(text: str) -> dict[str, float]:
             frac = math.nan
         if not sep or not re.fullmatch(r"[A-Za-z0-9_-]+", name) or not frac > 0:
             raise ConversionError(
-                f"split {text!r}: cannot read {part.strip()!r}; expected "
+                f"--split {text!r}: cannot read {part.strip()!r}; expected "
                 "name=fraction pairs separated by commas, e.g. "
                 "train=0.8,val=0.2."
             )
         if name in out:
-            raise ConversionError(f"split {text!r}: {name!r} is given twice.")
+            raise ConversionError(f"--split {text!r}: {name!r} is given twice.")
         out[name] = frac
     return _check_fractions(out, text)
 
@@ -364,7 +380,7 @@ def _check_fractions(fractions: Mapping[str, float], text: Any) -> dict[str, flo
     total = sum(fractions.values())
     if not fractions or abs(total - 1) > 1e-6:
         raise ConversionError(
-            f"split {text!r}: the fractions add up to {total:g}; they must add "
+            f"--split {text!r}: the fractions add up to {total:g}; they must add "
             "up to 1 (e.g. train=0.8,val=0.2)."
         )
     return dict(fractions)

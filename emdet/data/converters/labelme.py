@@ -10,8 +10,12 @@ Reading (``--format labelme``), one JSON per image:
 * Shapes with the same ``group_id`` *and* label form one instance whose segmentation holds all
   their polygons (points are never grouped).
 * ``imagePath`` is resolved relative to the JSON (then in ``images_dir``); if the image is not
-  there but ``imageData`` is embedded, the embedded image is written to the extraction folder and
-  used. The image's size is checked against ``imageWidth`` / ``imageHeight``.
+  there but ``imageData`` is embedded, the embedded image is written to the extraction folder
+  under the *name* of ``imagePath`` (so ``../../x.png`` cannot place it elsewhere) and used. A
+  different file already there is never replaced (an error naming both files); an identical one
+  is used as it is. The image's size is checked against ``imageWidth`` / ``imageHeight``.
+* The JSON is read strictly: ``NaN``/``Infinity``, text or ``true`` where a number belongs, and a
+  ``group_id`` that is not an integer are errors naming the field.
 
 Writing (:func:`coco_to_labelme`): one labelme JSON per COCO image, so predictions can be corrected in
 labelme; see its docstring for how each annotation becomes shapes.
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -36,13 +40,16 @@ from ._common import (
     ImageRecord,
     Instance,
     Run,
+    check_output_path,
     image_bytes_info,
     image_size,
+    is_file,
     json_bytes,
+    json_number,
+    load_json,
     logger,
     posix_relpath,
-    to_float,
-    write_files_atomically,
+    write_outputs,
 )
 from ._geometry import circle_polygon, rbox_corners
 
@@ -65,29 +72,31 @@ _FORMAT_EXTENSIONS = {
 # --------------------------------------------------------------------------------------------
 def read_labelme(path: Path, run: Run) -> ImageRecord:
     """Read one labelme JSON into an :class:`ImageRecord` (problems go to ``run.problem``)."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    doc = load_json(path, "labelme file")
+    hint = (
+        "Keep only labelme JSON files in the input folder (move other JSON files, e.g. an "
+        "earlier COCO output, elsewhere)."
+    )
+    if not isinstance(doc, dict):
         raise AnnotationError(
             path,
-            f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).",
-            hint="Re-save it from labelme or repair it in a text editor.",
-        ) from None
-    except UnicodeDecodeError:
-        raise AnnotationError(
-            path, "is not UTF-8 text, so it is not a labelme JSON file."
-        ) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
+            f"is a JSON {type(doc).__name__}, not a labelme file (a JSON object with a "
+            "'shapes' list).",
+            hint=hint,
+        )
+    if "shapes" not in doc:
+        raise AnnotationError(path, "is not a labelme file: it has no 'shapes' list.", hint=hint)
+    if not isinstance(doc["shapes"], list):
         raise AnnotationError(
             path,
-            "is not a labelme file: it has no 'shapes' list.",
-            hint="Keep only labelme JSON files in the input folder (move other "
-            "JSON files, e.g. an earlier COCO output, elsewhere).",
+            f"field shapes is a {type(doc['shapes']).__name__}; a labelme file has a list of "
+            "shapes there.",
+            hint=hint,
         )
     image, width, height = _resolve_labelme_image(path, doc, run)
     for key, actual in (("imageWidth", width), ("imageHeight", height)):
         declared = doc.get(key)
-        if declared is not None and to_float(declared, path, "", key) != actual:
+        if declared is not None and json_number(declared, path, "", key) != actual:
             raise AnnotationError(
                 path,
                 f"{key} is {declared}, but the image {image} is {width} x {height} px.",
@@ -106,6 +115,17 @@ def read_labelme(path: Path, run: Run) -> ImageRecord:
         if inst is None:
             continue
         gid = shape.get("group_id")
+        if gid is not None and (isinstance(gid, bool) or not isinstance(gid, int)):
+            run.problem(
+                AnnotationError(
+                    path,
+                    f"field group_id is {gid!r:.60}; expected an integer (shapes of one object "
+                    "share it) or null.",
+                    obj=inst.where,
+                    hint="Set it in labelme's shape dialog, or clear it.",
+                )
+            )
+            continue
         if gid is None or inst.point is not None:
             rec.instances.append(inst)
             continue
@@ -128,7 +148,12 @@ def read_labelme(path: Path, run: Run) -> ImageRecord:
 def _resolve_labelme_image(path: Path, doc: dict, run: Run) -> tuple[Path, int, int]:
     raw = doc.get("imagePath") or ""
     if not isinstance(raw, str):
-        raise AnnotationError(path, f"field imagePath is {raw!r}; expected a file name.")
+        raise AnnotationError(path, f"field imagePath is {raw!r:.60}; expected a file name.")
+    if "\x00" in raw:
+        raise AnnotationError(
+            path, f"field imagePath is {raw!r:.80}, which holds a NUL character; expected a "
+            "file name."
+        )
     rel = raw.replace("\\", "/")
     name = PurePosixPath(rel).name
     candidates: list[Path] = []
@@ -137,8 +162,8 @@ def _resolve_labelme_image(path: Path, doc: dict, run: Run) -> tuple[Path, int, 
         if run.images_dir is not None:
             candidates += [run.images_dir / rel, run.images_dir / name]
     for cand in candidates:
-        if cand.is_file():
-            width, height = image_size(cand)
+        if is_file(cand, path, "imagePath"):
+            width, height = image_size(cand, source=path, field_name="imagePath")
             return cand.resolve(), width, height
     data = doc.get("imageData")
     if not data:
@@ -150,26 +175,57 @@ def _resolve_labelme_image(path: Path, doc: dict, run: Run) -> tuple[Path, int, 
             "that holds the images.",
         )
     try:
+        if not isinstance(data, str):
+            raise TypeError(type(data).__name__)
         blob = base64.b64decode(data, validate=True)
-        width, height, fmt = image_bytes_info(blob)
-    except (binascii.Error, ValueError, OSError, TypeError):
+    except (binascii.Error, ValueError, TypeError):
         raise AnnotationError(
             path,
             "field imageData is not a base64-encoded image, and the "
-            f"image file {raw!r} is missing.",
+            f"image file {raw!r:.80} (field imagePath) is missing.",
             hint="Re-save the file from labelme with the image present.",
         ) from None
-    target = run.extract_dir / _embedded_name(name or path.stem, fmt)
-    target = target.resolve()
+    width, height, fmt = image_bytes_info(blob, path, "imageData")
+    # Only the name of imagePath is used, so an imagePath that climbs out of the folder
+    # ("../../x.png") cannot place the extracted image elsewhere.
+    target = (run.extract_dir / _embedded_name(name or path.stem, fmt)).resolve()
     if target in run.extracted and run.extracted[target] != blob:
         raise AnnotationError(
             path,
-            f"its embedded image would be written to {target}, but another "
+            f"field imageData: its embedded image would be written to {target}, but another "
             "file's different embedded image has the same name.",
             hint="Give the images distinct names in 'imagePath'.",
         )
+    if target not in run.extracted and _exists(target, path):
+        if _same_bytes(target, blob):
+            return target, width, height  # already there, nothing to write
+        raise AnnotationError(
+            path,
+            f"field imageData: its embedded image would be written to {target}, but that file "
+            "already exists and is a different image; it is not replaced.",
+            hint=f"If {target.name} is the image of {path.name}, correct 'imagePath' to name "
+            "it; otherwise move one of them, or convert with another --images folder.",
+        )
     run.extracted[target] = blob
     return target, width, height
+
+
+def _exists(target: Path, source: Path) -> bool:
+    try:
+        return target.exists()
+    except OSError as exc:
+        raise AnnotationError(
+            source, f"field imagePath gives an unusable name for the image ({exc})."
+        ) from None
+
+
+def _same_bytes(target: Path, blob: bytes) -> bool:
+    try:
+        return target.is_file() and target.stat().st_size == len(blob) and (
+            target.read_bytes() == blob
+        )
+    except OSError:
+        return False
 
 
 def _embedded_name(name: str, fmt: str) -> str:
@@ -184,22 +240,26 @@ def _shape_to_instance(shape: Any, i: int, path: Path, run: Run) -> Instance | N
     if not isinstance(shape, dict):
         raise AnnotationError(
             path,
-            "is not a labelme shape (expected an object with label, points, shape_type).",
+            f"entry {i + 1} of shapes is {shape!r:.40}, not a labelme shape (an object with "
+            "label, points, shape_type).",
             obj=f"shape {i + 1}",
         )
     label = shape.get("label")
     stype = shape.get("shape_type") or "polygon"
-    where = f"shape {i + 1} ({label!r}, {stype})"
+    shown_type = stype if isinstance(stype, str) and len(stype) <= 30 else f"{stype!r:.30}"
+    where = f"shape {i + 1} ({label!r:.60}, {shown_type})"
     if not isinstance(label, str) or not label.strip():
-        raise AnnotationError(path, f"field label is {label!r}; expected a class name.", obj=where)
+        raise AnnotationError(
+            path, f"field label is {label!r:.60}; expected a class name.", obj=where
+        )
     label = label.strip()
     if stype in _IGNORED_SHAPES:
         run.warn(f"{path}: {where}: {stype} shapes are not objects; skipped.")
         return None
-    if stype not in SHAPE_TYPES:
+    if not isinstance(stype, str) or stype not in SHAPE_TYPES:
         raise AnnotationError(
             path,
-            f"unknown shape_type {stype!r}; expected one of polygon, rectangle, circle, "
+            f"unknown shape_type {stype!r:.60}; expected one of polygon, rectangle, circle, "
             "point (line and linestrip are skipped).",
             obj=where,
             hint="Redraw it as a polygon in labelme.",
@@ -211,14 +271,14 @@ def _shape_to_instance(shape: Any, i: int, path: Path, run: Run) -> Instance | N
         raise AnnotationError(
             path, f"field points is {raw_points!r:.80}; expected a list of [x, y] pairs.", obj=where
         )
-    pts = np.array([[to_float(v, path, where, "points") for v in p] for p in raw_points], float)
+    pts = np.array([[json_number(v, path, where, "points") for v in p] for p in raw_points], float)
     pts = pts.reshape(-1, 2)
     n = len(pts)
     if stype == "polygon":
         if n < 3:
             raise AnnotationError(
                 path,
-                f"polygon has {n} point(s); a polygon needs at least 3.",
+                f"polygon has {n} point(s) in field points; a polygon needs at least 3.",
                 obj=where,
                 hint="Add points or delete it in labelme.",
             )
@@ -226,7 +286,7 @@ def _shape_to_instance(shape: Any, i: int, path: Path, run: Run) -> Instance | N
     if stype == "rectangle":
         if n not in (2, 4):
             raise AnnotationError(
-                path, f"rectangle has {n} point(s); expected 2 corners.", obj=where
+                path, f"rectangle has {n} point(s) in field points; expected 2 corners.", obj=where
             )
         (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
         return Instance(label, [_box_polygon(x0, y0, x1, y1)], where, kind="box")
@@ -234,7 +294,8 @@ def _shape_to_instance(shape: Any, i: int, path: Path, run: Run) -> Instance | N
         if n != 2:
             raise AnnotationError(
                 path,
-                f"circle has {n} point(s); expected 2 (centre and a point on the rim).",
+                f"circle has {n} point(s) in field points; expected 2 (centre and a point on "
+                "the rim).",
                 obj=where,
             )
         (cx, cy), rim = pts
@@ -242,7 +303,7 @@ def _shape_to_instance(shape: Any, i: int, path: Path, run: Run) -> Instance | N
         if r <= 0:
             raise AnnotationError(
                 path,
-                "circle has zero radius.",
+                "circle has zero radius (its two points are the same).",
                 obj=where,
                 hint="Delete it or redraw it in labelme.",
             )
@@ -255,7 +316,9 @@ def _shape_to_instance(shape: Any, i: int, path: Path, run: Run) -> Instance | N
         )
     # point
     if n != 1:
-        raise AnnotationError(path, f"point has {n} coordinates pairs; expected 1.", obj=where)
+        raise AnnotationError(
+            path, f"point has {n} coordinate pairs in field points; expected 1.", obj=where
+        )
     if run.point_box_size is None:
         raise AnnotationError(
             path,
@@ -316,7 +379,17 @@ def coco_to_labelme(
     Returns
     -------
     list of Path
-        The labelme files written, in image order.
+        The labelme files written, in image order, all or none
+        (:func:`emdet.utils.atomic.atomic_write_many`).
+
+    Raises
+    ------
+    ConversionError
+        Before anything is written, naming the file and the field: JSON that is not strict,
+        anything :func:`emdet.data.cocofile.check_coco` refuses (duplicate image ids, an image
+        without ``height``, RLE whose ``size`` is not the image's, non-finite numbers), an
+        image without ``file_name``, a ``circle``, ``point``, ``bbox`` or ``rbox`` more than
+        one image size outside its image, existing labelme files without ``overwrite``.
 
     Notes
     -----
@@ -329,53 +402,16 @@ def coco_to_labelme(
     the shape's ``description`` as ``score=0.873``. The ``rbox`` itself is not kept (labelme has no
     rotated rectangle). Images without annotations get a file with no shapes.
     """
-    src_path: Path | None = None
-    if isinstance(coco, str | os.PathLike):
-        src_path = Path(coco)
-        coco = _load_json(src_path, "COCO file")
-    if isinstance(coco, Sequence) and not isinstance(coco, str | bytes):
-        if dataset is None:
-            raise ConversionError(
-                f"{src_path or 'the COCO input'}: is a list of detections (like detectron2's "
-                "coco_instances_results.json) without image names or sizes. Pass --dataset "
-                "(dataset=) with the COCO file of those images, e.g. the test-set JSON."
-            )
-        detections = list(coco)
-        ds_path = None
-        if isinstance(dataset, str | os.PathLike):
-            ds_path = Path(dataset)
-            dataset = _load_json(ds_path, "COCO dataset file")
-        coco = {
-            "images": dataset.get("images"),
-            "categories": dataset.get("categories"),
-            "annotations": detections,
-            "info": dataset.get("info", {}),
-        }
-        src_path = ds_path or src_path
-    name = str(src_path or "the COCO input")
-    if (
-        not isinstance(coco, Mapping)
-        or not isinstance(coco.get("images"), list)
-        or not isinstance(coco.get("categories"), list)
-    ):
-        raise ConversionError(
-            f"{name}: is not a COCO dataset: expected 'images' and 'categories' lists."
-        )
+    if min_score is not None and not math.isfinite(min_score):
+        raise ConversionError(f"--min-score is {min_score}; expected a finite number (0..1).")
     out_dir = Path(output_dir)
+    check_output_path(out_dir, "--output", folder=True)
+    coco, src_path = _load_coco(coco, dataset)
+    name = str(src_path or "the COCO input")
     root = _image_root(coco, src_path, images_dir)
     cats = {c["id"]: c["name"] for c in coco["categories"]}
     by_image: dict[Any, list[Mapping[str, Any]]] = {img["id"]: [] for img in coco["images"]}
-    for k, ann in enumerate(coco.get("annotations") or []):
-        if ann.get("image_id") not in by_image:
-            raise ConversionError(
-                f"{name}: annotation {ann.get('id', k)} refers to image_id "
-                f"{ann.get('image_id')!r}, which is not in 'images'."
-            )
-        if ann.get("category_id") not in cats:
-            raise ConversionError(
-                f"{name}: annotation {ann.get('id', k)} has category_id "
-                f"{ann.get('category_id')!r}, which is not in 'categories'."
-            )
+    for ann in coco.get("annotations") or []:
         if min_score is not None and float(ann.get("score", 1.0)) < min_score:
             continue
         by_image[ann["image_id"]].append(ann)
@@ -385,7 +421,7 @@ def coco_to_labelme(
     for img in tqdm(
         coco["images"], desc="Writing labelme files", unit="image", disable=not progress
     ):
-        file_name = str(img["file_name"])
+        file_name = img["file_name"]
         target = out_dir / (PurePosixPath(file_name.replace("\\", "/")).stem + ".json")
         if target in seen:
             raise ConversionError(
@@ -395,7 +431,7 @@ def coco_to_labelme(
             )
         seen[target] = file_name
         image_path = (root / file_name).resolve()
-        if not image_path.is_file():
+        if not _quiet_is_file(image_path):
             logger.warning(
                 "%s: image %s not found; labelme will not open %s until it is there.",
                 name,
@@ -420,34 +456,165 @@ def coco_to_labelme(
             "imageHeight": int(img["height"]),
             "imageWidth": int(img["width"]),
         }
-        files.append((target, json_bytes(doc, indent=2)))
+        files.append((target, json_bytes(doc, indent=2, target=target)))
+    folders = [t for t, _ in files if t.is_dir()]
+    if folders:
+        raise ConversionError(
+            f"{folders[0]}: is a folder, so the labelme file of that name cannot be written. "
+            "Move it, or choose another --output folder."
+        )
     existing = [t for t, _ in files if t.exists()]
     if existing and not overwrite:
         shown = ", ".join(t.name for t in existing[:5]) + (" ..." if len(existing) > 5 else "")
         raise ConversionError(
             f"{out_dir}: already holds labelme files for these images ({shown}). "
-            "Pass --overwrite to replace them, or choose another output folder."
+            "Pass --overwrite to replace them (hand corrections in them are lost), or choose "
+            "another --output folder."
         )
-    write_files_atomically(files)
+    write_outputs(files)
     return [t for t, _ in files]
 
 
-def _load_json(path: Path, what: str) -> Any:
+def _load_coco(
+    coco: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    dataset: str | os.PathLike | Mapping[str, Any] | None,
+) -> tuple[dict[str, Any], Path | None]:
+    """The COCO dict to write from (detections merged with ``dataset``) and the file it came
+    from, read strictly and checked with :func:`emdet.data.cocofile.check_coco` and
+    :func:`_check_for_labelme` before anything is drawn."""
+    src_path: Path | None = None
+    if isinstance(coco, str | os.PathLike):
+        src_path = Path(coco)
+        coco = load_json(src_path, "COCO file")
+    if isinstance(coco, Sequence) and not isinstance(coco, str | bytes):
+        if dataset is None:
+            raise ConversionError(
+                f"{src_path or 'the COCO input'}: is a list of detections (like detectron2's "
+                "coco_instances_results.json) without image names or sizes. Pass --dataset "
+                "(dataset=) with the COCO file of those images, e.g. the test-set JSON."
+            )
+        ds_path = None
+        if isinstance(dataset, str | os.PathLike):
+            ds_path = Path(dataset)
+            dataset = load_json(ds_path, "COCO dataset file (--dataset)")
+        ds_name = ds_path or "the --dataset"
+        if not isinstance(dataset, Mapping):
+            raise ConversionError(
+                f"{ds_name}: --dataset must be a COCO dataset (a JSON object with 'images' and "
+                f"'categories'), got a JSON {type(dataset).__name__}."
+            )
+        base = {"images": dataset.get("images"), "categories": dataset.get("categories")}
+        _check(base | {"annotations": []}, ds_name)
+        coco = base | {"annotations": list(coco), "info": dataset.get("info", {})}
+    name = src_path or "the COCO input"
+    if not isinstance(coco, Mapping):
+        raise ConversionError(
+            f"{name}: is a JSON {type(coco).__name__}, not a COCO dataset (a JSON object with "
+            "'images' and 'categories')."
+        )
+    coco = _check(coco, name)
+    _check_for_labelme(coco, str(name))
+    return coco, src_path
+
+
+def _check(coco: Mapping[str, Any], source: Any) -> dict[str, Any]:
+    """:func:`emdet.data.cocofile.check_coco`, with detectron2's rotated ``bbox`` (5 values)
+    checked as an ``rbox``; a problem becomes a :class:`ConversionError`."""
+    from emdet.data.cocofile import CocoFormatError, check_coco
+
+    view = dict(coco)
+    anns = coco.get("annotations")
+    if isinstance(anns, list):
+        view["annotations"] = [_as_checkable(a) for a in anns]
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConversionError(f"{path}: {what} not found.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConversionError(f"{path}: {what} is not valid JSON ({exc}).") from None
+        check_coco(view, source)
+    except CocoFormatError as exc:
+        raise ConversionError(f"{exc}.") from None
+    return dict(coco)
+
+
+def _as_checkable(ann: Any) -> Any:
+    if isinstance(ann, Mapping) and ann.get("rbox") is None:
+        bbox = ann.get("bbox")
+        if isinstance(bbox, list) and len(bbox) == 5:
+            return {k: v for k, v in ann.items() if k != "bbox"} | {"rbox": bbox}
+    return ann
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_for_labelme(coco: Mapping[str, Any], name: str) -> None:
+    """What :func:`coco_to_labelme` needs beyond :func:`~emdet.data.cocofile.check_coco`: a
+    usable ``file_name`` on every image, a valid ``circle``, and no ``point``, ``circle``,
+    ``bbox`` or ``rbox`` further than one image size outside its image."""
+    images = {}
+    for i, img in enumerate(coco["images"]):
+        where = f"{name}: images[{i}] (id {img['id']!r})"
+        fname = img.get("file_name")
+        if not isinstance(fname, str) or not fname.strip():
+            raise ConversionError(
+                f"{where}: 'file_name' is {fname!r:.60}; labelme files are named after the "
+                "image, so every image needs its file name."
+            )
+        stem = PurePosixPath(fname.replace("\\", "/")).stem
+        if "\x00" in fname or stem in ("", ".", ".."):
+            raise ConversionError(
+                f"{where}: 'file_name' {fname!r:.80} has no usable image name to name the "
+                "labelme file after."
+            )
+        images[img["id"]] = img
+    for k, ann in enumerate(coco.get("annotations") or []):
+        where = f"{name}: annotations[{k}]" + (f" (id {ann['id']!r})" if "id" in ann else "")
+        img = images[ann["image_id"]]
+        width, height = float(img["width"]), float(img["height"])
+        circle = ann.get("circle")
+        if circle is not None and not (
+            isinstance(circle, list) and len(circle) == 3 and all(map(_finite, circle))
+            and circle[2] > 0
+        ):
+            raise ConversionError(
+                f"{where}: 'circle' must be [cx, cy, r], finite numbers with r > 0, got "
+                f"{circle!r:.80}."
+            )
+        for key in ("point", "circle", "bbox", "rbox"):
+            value = ann.get(key)
+            if value is None and key == "rbox" and len(ann.get("bbox") or ()) == 5:
+                value = ann["bbox"]
+            if value is None:
+                continue
+            x, y = float(value[0]), float(value[1])
+            if not (-width <= x <= 2 * width and -height <= y <= 2 * height):
+                raise ConversionError(
+                    f"{where}: '{key}' puts ({x:g}, {y:g}) more than one image size outside "
+                    f"the {int(width)} x {int(height)} px image; the file is corrupt or belongs "
+                    "to another image."
+                )
+
+
+def _quiet_is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _image_root(coco: Mapping[str, Any], src: Path | None, images_dir: Any) -> Path:
     if images_dir is not None:
         return Path(images_dir)
-    info_root = (coco.get("info") or {}).get("image_root")
-    if info_root and Path(info_root).is_dir():
+    info = coco.get("info")
+    info_root = info.get("image_root") if isinstance(info, Mapping) else None
+    if isinstance(info_root, str) and info_root and _quiet_is_dir(Path(info_root)):
         return Path(info_root)
     return src.parent if src is not None else Path.cwd()
+
+
+def _quiet_is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def _annotation_to_shapes(

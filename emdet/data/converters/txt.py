@@ -27,6 +27,7 @@ from ._common import (
     ImageRecord,
     Instance,
     Run,
+    check_radians,
     find_image_by_stem,
     image_size,
     to_float,
@@ -38,8 +39,10 @@ def read_txt(path: Path, run: Run) -> ImageRecord:
     """Read one YOLO or LabelImg-KITTI txt file (``run.fmt`` says which)."""
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError:
-        raise AnnotationError(path, "is not UTF-8 text.") from None
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(path, f"is not UTF-8 text (byte {exc.start}).") from None
+    except OSError as exc:
+        raise AnnotationError(path, f"cannot be read ({exc.strerror or exc}).") from None
     folders = [f for f in (run.images_dir, path.parent) if f is not None]
     image = find_image_by_stem(path.stem, folders)
     if image is None:
@@ -50,7 +53,7 @@ def read_txt(path: Path, run: Run) -> ImageRecord:
             hint="Name each txt file like its image, and put the images beside the txt files or "
             "pass --images with their folder.",
         )
-    width, height = image_size(image)
+    width, height = image_size(image, source=path, field_name="image")
     rec = ImageRecord(source=path, image=image, width=width, height=height)
     parse = _yolo_line if run.fmt == "yolo" else _kitti_line
     for n, line in enumerate(lines, start=1):
@@ -70,7 +73,7 @@ def _class_name(token: str, where: str, path: Path, run: Run) -> str:
     except ValueError:
         if run.fmt == "yolo":
             raise AnnotationError(
-                path, f"class is {token!r}; expected a class index (0, 1, ...).", obj=where
+                path, f"class is {token!r:.40}; expected a class index (0, 1, ...).", obj=where
             ) from None
         return token
     if run.txt_classes is None:
@@ -108,7 +111,7 @@ def _yolo_line(line: str, where: str, path: Path, run: Run, width: int, height: 
     if max(cx, cy, w, h) > 1.5:
         raise AnnotationError(
             path,
-            f"values {cx:g} {cy:g} {w:g} {h:g} look like pixels, but YOLO "
+            f"values cx cy w h = {cx:g} {cy:g} {w:g} {h:g} look like pixels, but YOLO "
             "files hold fractions of the image size (0..1).",
             obj=where,
             hint="Check that LabelImg saved this file in YOLO mode.",
@@ -116,14 +119,16 @@ def _yolo_line(line: str, where: str, path: Path, run: Run, width: int, height: 
     if w <= 0 or h <= 0:
         raise AnnotationError(
             path,
-            f"box has zero size (w {w:g}, h {h:g}).",
+            f"box has no area (field w is {w:g}, field h is {h:g}; both must be > 0).",
             obj=where,
             hint="Delete the line or redraw the box in LabelImg.",
         )
     x0, x1 = (cx - w / 2) * width, (cx + w / 2) * width
     y0, y1 = (cy - h / 2) * height, (cy + h / 2) * height
     poly = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
-    return Instance(label, [poly], where, kind="box")
+    return Instance(
+        label, [poly], where, kind="box", field="cx cy w h", label_field="class"
+    )
 
 
 def _kitti_line(line: str, where: str, path: Path, run: Run, width: int, height: int) -> Instance:
@@ -131,6 +136,7 @@ def _kitti_line(line: str, where: str, path: Path, run: Run, width: int, height:
         parts = line.strip().split(",")
         xy = np.array([to_float(v, path, where, "corners") for v in parts[:8]]).reshape(4, 2)
         label = ",".join(parts[8:]).strip()
+        field = "corners"
         w = float(np.hypot(*(xy[1] - xy[0])))
         h = float(np.hypot(*(xy[3] - xy[0])))
         cx, cy = xy.mean(axis=0)
@@ -149,10 +155,12 @@ def _kitti_line(line: str, where: str, path: Path, run: Run, width: int, height:
             to_float(t, path, where, k)
             for t, k in zip(tokens[1:6], "cx cy w h rotation".split(), strict=True)
         )
+        check_radians(angle, path, where, "rotation")
+        field = "cx cy w h rotation"
     if w <= 0 or h <= 0:
         raise AnnotationError(
             path,
-            f"rotated box has zero size (w {w:g}, h {h:g}).",
+            f"rotated box has no area (field w is {w:g}, field h is {h:g}; both must be > 0).",
             obj=where,
             hint="Delete the line or redraw the box in LabelImg.",
         )
@@ -162,4 +170,6 @@ def _kitti_line(line: str, where: str, path: Path, run: Run, width: int, height:
         where,
         kind="rbox",
         rbox=rolabelimg_to_rbox(cx, cy, w, h, angle),
+        field=field,
+        label_field="class",
     )

@@ -13,12 +13,17 @@ than wide), as rotated data sets need one on every annotation.
 
 The image is looked for as ``<filename>`` in ``images_dir`` and beside the XML, then by the XML's
 own name with any image extension, then at ``<path>``.
+
+Files with a ``<!DOCTYPE>`` or ``<!ENTITY>`` declaration are refused before they are parsed into
+a tree: LabelImg never writes one, and entities are how XML bombs ("billion laughs") and
+external-entity reads (XXE) work.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path, PurePosixPath
+from xml.parsers import expat
 
 import numpy as np
 
@@ -27,8 +32,10 @@ from ._common import (
     ImageRecord,
     Instance,
     Run,
+    check_radians,
     find_image_by_stem,
     image_size,
+    is_file,
     to_float,
 )
 from ._geometry import normalize_rbox, rolabelimg_corners, rolabelimg_to_rbox
@@ -36,14 +43,7 @@ from ._geometry import normalize_rbox, rolabelimg_corners, rolabelimg_to_rbox
 
 def read_voc(path: Path, run: Run) -> ImageRecord:
     """Read one LabelImg VOC or roLabelImg XML file (``run.fmt`` says which)."""
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise AnnotationError(
-            path,
-            f"is not valid XML ({exc}).",
-            hint="Re-save it from LabelImg or repair it in a text editor.",
-        ) from None
+    root = parse_xml(path)
     if root.tag != "annotation":
         raise AnnotationError(
             path,
@@ -51,7 +51,7 @@ def read_voc(path: Path, run: Run) -> ImageRecord:
             f"<{root.tag}>, expected <annotation>.",
         )
     image = _resolve_voc_image(path, root, run)
-    width, height = image_size(image)
+    width, height = image_size(image, source=path, field_name="<filename>")
     size = root.find("size")
     if size is not None:
         for key, actual in (("width", width), ("height", height)):
@@ -71,12 +71,48 @@ def read_voc(path: Path, run: Run) -> ImageRecord:
     rec = ImageRecord(source=path, image=image, width=width, height=height)
     for j, obj in enumerate(root.findall("object")):
         name = (obj.findtext("name") or "").strip()
-        where = f"object {j + 1} ({name!r})"
+        where = f"object {j + 1} ({name!r:.60})"
         try:
             rec.instances.append(_object_to_instance(obj, name, where, path, run))
         except AnnotationError as err:
             run.problem(err)
     return rec
+
+
+class _Declaration(Exception):
+    """A DOCTYPE or ENTITY declaration met while checking an XML file."""
+
+
+def parse_xml(path: Path) -> ET.Element:
+    """The root of an XML file, refusing DOCTYPE / ENTITY declarations (see the module doc)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AnnotationError(path, f"cannot be read ({exc.strerror or exc}).") from None
+    checker = expat.ParserCreate()
+
+    def refuse(*_args) -> None:
+        raise _Declaration
+
+    checker.StartDoctypeDeclHandler = refuse
+    checker.EntityDeclHandler = refuse
+    try:
+        checker.Parse(data, True)
+        return ET.fromstring(data)
+    except _Declaration:
+        raise AnnotationError(
+            path,
+            "has a <!DOCTYPE> or <!ENTITY> declaration, which LabelImg and roLabelImg never "
+            "write; it is refused unread (XML entities can expand to gigabytes or read other "
+            "files).",
+            hint="Remove the declaration, or re-save the file from LabelImg.",
+        ) from None
+    except (expat.ExpatError, ET.ParseError) as exc:
+        raise AnnotationError(
+            path,
+            f"is not valid XML ({exc}).",
+            hint="Re-save it from LabelImg or repair it in a text editor.",
+        ) from None
 
 
 def _object_to_instance(obj: ET.Element, name: str, where: str, path: Path, run: Run) -> Instance:
@@ -92,10 +128,12 @@ def _object_to_instance(obj: ET.Element, name: str, where: str, path: Path, run:
         cx, cy, w, h, angle = (
             _field(rob, k, "robndbox", path, where) for k in ("cx", "cy", "w", "h", "angle")
         )
+        check_radians(angle, path, where, "<robndbox><angle>")
         if w <= 0 or h <= 0:
             raise AnnotationError(
                 path,
-                f"rotated box has zero size (w {w:g}, h {h:g}).",
+                f"rotated box has no area (<robndbox><w> {w:g}, <robndbox><h> {h:g}); both "
+                "must be > 0.",
                 obj=where,
                 hint="Delete it or redraw it in roLabelImg.",
             )
@@ -105,6 +143,8 @@ def _object_to_instance(obj: ET.Element, name: str, where: str, path: Path, run:
             where,
             kind="rbox",
             rbox=rolabelimg_to_rbox(cx, cy, w, h, angle),
+            field="<robndbox>",
+            label_field="<name>",
         )
     if bnd is None:
         raise AnnotationError(path, "has neither <bndbox> nor <robndbox>.", obj=where)
@@ -114,7 +154,7 @@ def _object_to_instance(obj: ET.Element, name: str, where: str, path: Path, run:
     if x1 <= x0 or y1 <= y0:
         raise AnnotationError(
             path,
-            f"box has zero size or is inverted (xmin {x0:g}, xmax {x1:g}, "
+            f"<bndbox> has zero size or is inverted (xmin {x0:g}, xmax {x1:g}, "
             f"ymin {y0:g}, ymax {y1:g}); expected xmax > xmin and ymax > ymin.",
             obj=where,
             hint="Delete it or redraw it in LabelImg.",
@@ -123,7 +163,9 @@ def _object_to_instance(obj: ET.Element, name: str, where: str, path: Path, run:
     rbox = None
     if run.fmt == "rolabelimg":  # rotated data sets need an rbox on every annotation
         rbox = normalize_rbox((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, 0.0)
-    return Instance(name, [poly], where, kind="box", rbox=rbox)
+    return Instance(
+        name, [poly], where, kind="box", rbox=rbox, field="<bndbox>", label_field="<name>"
+    )
 
 
 def _field(elem: ET.Element, key: str, parent: str, path: Path, where: str) -> float:
@@ -141,7 +183,7 @@ def _resolve_voc_image(path: Path, root: ET.Element, run: Run) -> Path:
         for folder in folders:
             cand = folder / filename
             looked.append(cand)
-            if cand.is_file():
+            if is_file(cand, path, "<filename>"):
                 return cand.resolve()
     for stem in dict.fromkeys([PurePosixPath(filename).stem, path.stem]):
         if stem:
@@ -149,7 +191,7 @@ def _resolve_voc_image(path: Path, root: ET.Element, run: Run) -> Path:
             if found is not None:
                 return found
     saved_path = (root.findtext("path") or "").strip()
-    if saved_path and Path(saved_path).is_file():
+    if saved_path and is_file(Path(saved_path), path, "<path>"):
         return Path(saved_path).resolve()
     raise AnnotationError(
         path,
