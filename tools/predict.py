@@ -33,8 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image files, folders or glob patterns (quote globs)")
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--tile", type=int, default=None, metavar="PX",
-                        help="tile side in pixels (default INPUT.MIN_SIZE_TEST; 0: no tiling). "
-                        "Use the size of the training images, so objects keep their scale")
+                        help="tile side in model-input pixels (default INPUT.MIN_SIZE_TEST; 0: "
+                        "no tiling). Images of about the training images' size are predicted "
+                        "whole, as --eval-only does; larger ones in tiles")
+    parser.add_argument("--input-scale", type=float, default=None, metavar="S",
+                        help="model-input pixels per image pixel for large images (default: "
+                        "measured from the config's training images; 0: tiles at the image's "
+                        "own scale)")
     parser.add_argument("--overlap", type=int, default=None, metavar="PX",
                         help="overlap of neighbouring tiles (default tile/4); at least the "
                         "size of most objects")
@@ -77,6 +82,7 @@ def options_from_args(args: argparse.Namespace) -> PredictOptions:
         recursive=args.recursive,
         class_names=[c.strip() for c in args.classes.split(",")] if args.classes else None,
         progress=not args.quiet,
+        input_scale=args.input_scale,
     )
 
 

@@ -99,6 +99,11 @@ class PredictOptions:
         [--recursive] Also list images in sub-folders of input folders.
     class_names : list of str, optional
         [--classes] Category names; default from the config's data sets.
+    input_scale : float, optional
+        [--input-scale] Model-input pixels per image pixel for images much larger than the
+        training images (see :mod:`emdet.inference.predictor`); default: measured from the
+        config's training images when they are registered; 0: none (tiles at the image's own
+        scale).
     progress : bool
         Show a progress bar (rank 0).
     """
@@ -115,6 +120,7 @@ class PredictOptions:
     recursive: bool = False
     class_names: list[str] | None = None
     progress: bool = True
+    input_scale: float | None = None
 
     def __post_init__(self) -> None:
         import math
@@ -135,6 +141,9 @@ class PredictOptions:
             raise bad("--batch-size", self.batch_size, "must be at least 1 tile")
         if self.overlay_max_size < 0:
             raise bad("--overlay-size", self.overlay_max_size, "must be >= 0 (0: full size)")
+        if self.input_scale is not None and not (math.isfinite(self.input_scale)
+                                                 and self.input_scale >= 0):
+            raise bad("--input-scale", self.input_scale, "must be a number >= 0 (0: none)")
         if not (math.isfinite(self.join_threshold) and 0 <= self.join_threshold <= 1):
             raise bad("join_threshold", self.join_threshold, "must be between 0 and 1")
 
@@ -264,6 +273,30 @@ def inference_cfg(cfg, options: PredictOptions):
     return cfg
 
 
+def _with_input_scale(cfg, options: PredictOptions, rank: int) -> PredictOptions:
+    """``options`` with the input scale resolved: given, measured from the training images of
+    the config (:func:`emdet.inference.predictor.training_input_scale`), or none (0)."""
+    import dataclasses
+
+    from emdet.inference.predictor import training_input_scale
+
+    if options.input_scale is not None:
+        return options
+    scale = training_input_scale(cfg)
+    if rank == 0:
+        if scale is None:
+            logger.warning(
+                "input scale unknown (the config's DATASETS.TRAIN %s are not registered here): "
+                "images up to --tile pixels are resized as in evaluation, larger ones are cut "
+                "into tiles at their own pixel scale. Set EMDET_DATASETS to the training data "
+                "or pass --input-scale S (model pixels per image pixel)", list(cfg.DATASETS.TRAIN))
+        else:
+            logger.info("input scale %.4g model pixels per image pixel, from the training "
+                        "images of %s; images of about their size are predicted whole, as in "
+                        "evaluation", scale, ", ".join(cfg.DATASETS.TRAIN))
+    return dataclasses.replace(options, input_scale=scale or 0.0)
+
+
 def _settings(cfg, options: PredictOptions, names: list[str]) -> dict[str, Any]:
     hashed = cfg.clone()
     hashed.defrost()
@@ -286,6 +319,7 @@ def _settings(cfg, options: PredictOptions, names: list[str]) -> dict[str, Any]:
         "model": cfg.MODEL.META_ARCHITECTURE,
         "tile": tile,
         "overlap": overlap if tile else 0,
+        "input_scale": options.input_scale or None,
         "score_threshold": float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST),
         "nms_threshold": float(cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST),
         "join_threshold": float(options.join_threshold),
@@ -508,6 +542,7 @@ class _Runner:
                 overlap=self.options.overlap,
                 batch_size=self.options.batch_size,
                 join_threshold=self.options.join_threshold,
+                input_scale=self.options.input_scale or None,
             )
         return self._predictor
 
@@ -820,6 +855,7 @@ def predict_batch(
     if predictor is None:
         _check_weights(cfg)
     cfg = inference_cfg(cfg, options)
+    options = _with_input_scale(cfg, options, rank)
     names, ids = class_names_for(cfg, options.class_names)
     settings = _settings(cfg, options, names)
     _check_output_dir(output_dir)

@@ -14,9 +14,17 @@ What differs from ``detectron2.engine.DefaultPredictor``:
 * rotated models (``instances.pred_boxes`` is a ``RotatedBoxes``) work unchanged: their
   duplicates across tiles are merged with ``batched_nms_rotated``.
 
-Scale: a tile of ``T`` pixels is resized as a ``T``-pixel image would be. Choose ``tile`` equal to
-the size of the training images, so objects appear at the scale the model learnt; the default,
-``INPUT.MIN_SIZE_TEST``, runs tiles at the image's own pixel scale.
+Scale: a model finds objects only at about the scale it was trained at. Training resizes each
+image by ``ResizeShortestEdge``, and so does evaluation, so an image of the training images' size
+is predicted whole at that scale, exactly as ``--eval-only`` does. A much larger image (a
+montage, a stitched map) would be squeezed by that rule far below the training scale, so with an
+``input_scale`` (model-input pixels per image pixel, measured from the training images by
+:func:`training_input_scale`, which ``tools/predict.py`` does by default) such an image is
+instead resized by ``input_scale`` and cut into tiles of ``tile`` *model* pixels, each resized by
+exactly ``input_scale``. "Much larger" means that evaluation's own resize would shrink it to
+less than 2/3 of ``input_scale``. Without an ``input_scale`` (no training set registered) an
+image up to ``tile`` pixels is predicted whole as ``DefaultPredictor`` would, and larger ones in
+tiles of ``tile`` image pixels at their own pixel scale.
 """
 
 from __future__ import annotations
@@ -32,7 +40,14 @@ from emdet.data.tiling import tile_starts
 from emdet.inference.rle import MaskCrop
 from emdet.inference.tiling import Detections, merge_tiles
 
-__all__ = ["EMPredictor", "PredictError", "instances_to_detections", "prepare_image"]
+__all__ = [
+    "EMPredictor",
+    "PredictError",
+    "instances_to_detections",
+    "eval_scale",
+    "prepare_image",
+    "training_input_scale",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +139,44 @@ def instances_to_detections(instances, *, offset: tuple[int, int] = (0, 0)) -> D
     return Detections(boxes, scores, classes, masks)
 
 
+def eval_scale(height: int, width: int, cfg) -> float:
+    """The factor ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)`` resizes an image by."""
+    short, long = min(height, width), max(height, width)
+    scale = float(cfg.INPUT.MIN_SIZE_TEST) / short
+    if cfg.INPUT.MAX_SIZE_TEST and long * scale > cfg.INPUT.MAX_SIZE_TEST:
+        scale = float(cfg.INPUT.MAX_SIZE_TEST) / long
+    return scale
+
+
+def training_input_scale(cfg) -> float | None:
+    """Model-input pixels per image pixel that evaluation gives the training images.
+
+    The median over the images of the registered ``DATASETS.TRAIN`` sets of
+    :func:`eval_scale` (what ``--eval-only`` and ``DefaultPredictor`` do to an image of that
+    size), rounded to 4 digits; ``None`` if no training set is registered here or none has
+    image sizes. A config that resizes its 1024 px training images to 512 gives 0.5: a 4096 px
+    montage of the same microscope is then predicted as 2048 model pixels, in tiles, and not
+    squeezed to 512 or fed at full scale.
+    """
+    from detectron2.data import DatasetCatalog
+
+    scales = []
+    known = set(DatasetCatalog.list())
+    for name in cfg.DATASETS.TRAIN:
+        if name not in known:
+            continue
+        try:
+            records = DatasetCatalog.get(name)
+        except Exception as e:  # noqa: BLE001 - a broken data set only loses the default
+            logger.warning("cannot read training set %s for the input scale: %s", name, e)
+            continue
+        scales += [eval_scale(int(r["height"]), int(r["width"]), cfg) for r in records
+                   if r.get("height") and r.get("width")]
+    if not scales:
+        return None
+    return round(float(np.median(scales)), 4)
+
+
 class EMPredictor:
     """Run a detectron2 model on EM images of any size (see the module docstring).
 
@@ -133,10 +186,15 @@ class EMPredictor:
         emdet config (:func:`emdet.config.load_config`); ``MODEL.WEIGHTS`` is loaded unless
         ``model`` is given.
     tile : int, optional
-        Tile side in pixels; default ``INPUT.MIN_SIZE_TEST``. ``0`` runs every image whole.
+        Tile side in model-input pixels (image pixels when ``input_scale`` is None); default
+        ``INPUT.MIN_SIZE_TEST``. ``0`` runs every image whole.
     overlap : int, optional
-        Pixels shared by neighbouring tiles; default ``tile // 4``. Objects smaller than the
-        overlap are seen whole by at least one tile.
+        Pixels shared by neighbouring tiles (same units as ``tile``); default ``tile // 4``.
+        Objects smaller than the overlap are seen whole by at least one tile.
+    input_scale : float, optional
+        Model-input pixels per image pixel (see the module docstring), e.g. from
+        :func:`training_input_scale`; ``None`` keeps each image's own pixel scale for tiles.
+        Images near the training size are predicted whole at evaluation's scale either way.
     batch_size : int, optional
         Tiles per forward pass; default 1 on CPU, 4 on CUDA.
     join_threshold : float, default 0.5
@@ -161,6 +219,7 @@ class EMPredictor:
         batch_size: int | None = None,
         join_threshold: float = 0.5,
         model: torch.nn.Module | None = None,
+        input_scale: float | None = None,
     ):
         from detectron2.data import transforms as T
 
@@ -187,22 +246,58 @@ class EMPredictor:
         self.aug = T.ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )
+        if input_scale is not None and not (np.isfinite(input_scale) and input_scale > 0):
+            raise ValueError(f"input_scale must be a number > 0, got {input_scale}")
+        self.input_scale = None if input_scale is None else float(input_scale)
+        self.max_size = int(cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = str(cfg.INPUT.FORMAT).upper()
         #: Called after every forward pass with the number of tiles done and in total.
         self.on_tiles: Callable[[int, int], None] | None = None
 
     # ------------------------------------------------------------------------------------
+    def image_scale(self, height: int, width: int) -> float | None:
+        """Resize factor of the tiles of an image (``None``: each tile as a whole image)."""
+        if self.input_scale is None:
+            return None
+        own = eval_scale(height, width, self.cfg)
+        return self.input_scale if own < self.input_scale / 1.5 else own
+
     def tiles(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
-        """``(y0, x0, y1, x1)`` of the tiles of an image, row by row."""
-        if not self.tile or (height <= self.tile and width <= self.tile):
-            return [(0, 0, height, width)]
+        """``(y0, x0, y1, x1)`` of the tiles of an image (image pixels), row by row."""
+        whole = [(0, 0, height, width)]
+        if not self.tile:
+            return whole
+        s = self.image_scale(height, width)
+        if s is None:
+            if height <= self.tile and width <= self.tile:
+                return whole
+            tile, overlap = self.tile, self.overlap
+        else:
+            short, long = min(height, width) * s, max(height, width) * s
+            if short <= self.tile + 0.5 and long <= max(self.tile, self.max_size) + 0.5:
+                return whole  # as --eval-only sees it
+            tile = max(1, int(round(self.tile / s)))
+            overlap = min(tile - 1, int(round(self.overlap / s)))
         return [
-            (y0, x0, min(y0 + self.tile, height), min(x0 + self.tile, width))
-            for y0 in tile_starts(height, self.tile, self.overlap)
-            for x0 in tile_starts(width, self.tile, self.overlap)
+            (y0, x0, min(y0 + tile, height), min(x0 + tile, width))
+            for y0 in tile_starts(height, tile, overlap)
+            for x0 in tile_starts(width, tile, overlap)
         ]
 
-    def _to_model(self, crop: np.ndarray) -> dict:
+    def _resize(self, crop: np.ndarray, scale: float | None) -> np.ndarray:
+        from detectron2.data import transforms as T
+
+        if scale is None:
+            return self.aug.get_transform(crop).apply_image(crop)
+        height, width = crop.shape[:2]
+        new_h = max(1, int(height * scale + 0.5))
+        new_w = max(1, int(width * scale + 0.5))
+        if (new_h, new_w) == (height, width):
+            return crop
+        # the transform ResizeShortestEdge makes, at the given scale
+        return T.ResizeTransform(height, width, new_h, new_w, self.aug.interp).apply_image(crop)
+
+    def _to_model(self, crop: np.ndarray, scale: float | None = None) -> dict:
         if crop.ndim == 2:
             crop = crop[..., None]
         if self.input_format != "L" and crop.shape[2] == 1:
@@ -210,19 +305,20 @@ class EMPredictor:
         elif self.input_format == "L" and crop.shape[2] == 3:
             crop = crop.mean(axis=2, keepdims=True).astype(np.uint8)
         height, width = crop.shape[:2]
-        resized = self.aug.get_transform(crop).apply_image(crop)
+        resized = self._resize(crop, scale)
         if resized.ndim == 2:
             resized = resized[..., None]
         tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)).astype("float32"))
         return {"image": tensor, "height": height, "width": width}
 
     @torch.inference_mode()
-    def predict_crops(self, crops: Sequence[np.ndarray]) -> list:
+    def predict_crops(self, crops: Sequence[np.ndarray], scale: float | None = None) -> list:
         """detectron2 ``Instances`` (on the CPU) for prepared image crops, in crop coordinates.
 
-        ``crops`` are ``(h, w)`` or ``(h, w, C)`` uint8 arrays from :func:`prepare_image`.
+        ``crops`` are ``(h, w)`` or ``(h, w, C)`` uint8 arrays from :func:`prepare_image`,
+        resized by ``scale`` (``None``: each as ``DefaultPredictor`` resizes a whole image).
         """
-        inputs = [self._to_model(c) for c in crops]
+        inputs = [self._to_model(c, scale) for c in crops]
         outputs = self.model(inputs)
         return [o["instances"].to("cpu") for o in outputs]
 
@@ -230,11 +326,12 @@ class EMPredictor:
         """Detections of a whole image given its :func:`prepare_image` output."""
         height, width = prepared.shape[:2]
         rects = self.tiles(height, width)
+        scale = self.image_scale(height, width)
         results: list[tuple[tuple[int, int, int, int], Detections]] = []
         for start in range(0, len(rects), self.batch_size):
             batch = rects[start : start + self.batch_size]
             crops = [prepared[y0:y1, x0:x1] for y0, x0, y1, x1 in batch]
-            for rect, inst in zip(batch, self.predict_crops(crops), strict=True):
+            for rect, inst in zip(batch, self.predict_crops(crops, scale), strict=True):
                 results.append((rect, instances_to_detections(inst, offset=rect[:2])))
             if self.on_tiles is not None:
                 self.on_tiles(start + len(batch), len(rects))
