@@ -221,3 +221,13 @@ def _random_weights(tmp_path: Path) -> Path:
     return path
 
 
+
+
+def test_a_real_225_megapixel_montage_is_within_the_limit(tmp_path):
+    """Pillow's own limit (89 Mpx) once stopped the converter with a traceback on real montages;
+    emdet's limit (EMDET_MAX_PIXELS, default 2**29) is the only one."""
+    path = tmp_path / "montage.png"
+    ihdr = struct.pack(">IIBBBBB", 15000, 15000, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
+                     + _png_chunk(b"IDAT", zlib.compress(b"\0" * 15001)) + _png_chunk(b"IEND", b""))
+    assert image_size(path) == (15000, 15000)
