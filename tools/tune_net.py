@@ -12,9 +12,12 @@
 Outputs in --output: trials.csv, best_config.yaml (train it with tools/train_net.py),
 metric_vs_trial.png, trial_NNNN/ (each trial's training folder and log.txt). best_config.yaml
 is retrained with tools/train_net.py, or tools/train_unet.py for U-Net configs.
+Ctrl-C, SIGTERM (a batch system's time limit) or kill -9 also end the running trial's training;
+the same command again marks that trial failed and continues with new values.
 """
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -51,18 +54,28 @@ def parse_args(argv=None):
     p.add_argument("--folds", type=int, default=1, help="k-fold CV over the training images "
                    "(U-Net: train_unet's k-fold CV over all images)")
     p.add_argument("--output", default="output/tune", help="folder for trials and results")
+    p.add_argument("--train-script", help="script that trains one trial, with train_net's "
+                   "command line (default tools/train_net.py, or tools/train_unet.py)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every trial")
     return p.parse_args(argv)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[tune] %(message)s")
+    # SIGTERM unwinds like Ctrl-C: the running trial's training is stopped, the trial marked failed
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         space = load_space(args.space)
         unet = args.task == "unet" or (args.task == "auto" and is_unet_config(args.config_file))
-        runner = (UNetRunner if unet else Detectron2Runner)(args.config_file, opts=args.opts)
+        script = {"script": Path(args.train_script)} if args.train_script else {}
+        runner = (UNetRunner if unet else Detectron2Runner)(args.config_file, opts=args.opts,
+                                                            **script)
         settings = TuneSettings(
             runner=runner, space=space,
             trials=args.trials, output=Path(args.output), metric=args.metric,
@@ -72,6 +85,10 @@ def main(argv=None) -> None:
         study = run_study(settings, progress=not args.no_progress)
     except (SpaceError, ConfigError, ValueError) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt as e:
+        print(f"[tune] interrupted ({e or 'Ctrl-C'}); the running trial was stopped and marked "
+              "failed; run the same command again to continue", file=sys.stderr)
+        sys.exit(130)
     done = [t for t in study.trials if t.value is not None]
     if done:
         best = study.best_trial

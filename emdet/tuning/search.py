@@ -5,25 +5,43 @@ values as ``KEY VALUE`` overrides, so a crash or a diverging loss fails that tri
 runner says how: :class:`Detectron2Runner` (``tools/train_net.py``, detectron2 configs) or
 :class:`UNetRunner` (``tools/train_unet.py``, the dense U-Net configs). Trials
 live in an Optuna storage (SQLite file by default, PostgreSQL URL for several machines): running
-the same command again continues the study up to ``--trials`` finished trials, and trials left
-running by a killed worker are marked failed through Optuna's heartbeat.
+the same command again continues the study up to ``--trials`` finished trials.
+
+Hostile conditions:
+
+* A trial's training process dies with its tuner, even on ``kill -9`` (``_process.run_child``).
+* A trial left ``RUNNING`` by a killed tuner of this machine is marked failed when a tuner of the
+  study next starts or between its trials (it counts as finished, as any failed trial); one of
+  a dead worker on another machine is failed by Optuna's heartbeat after 2 minutes.
+* Trial ``n`` draws its values from ``(seed, n)`` (``_sampler.TrialSeededSampler``): a resumed
+  study or a second worker tries new values, and a fresh study with the same seed repeats.
+* Workers sharing a study stop at exactly ``--trials`` finished trials: a worker starts no trial
+  while the finished and running ones reach the count, and a trial that finds, once started,
+  that lower-numbered ones already do (two workers started theirs at once) is pruned with the
+  user attribute ``surplus`` without training.
+* Outputs are written atomically (``emdet.utils.atomic``) and, by workers sharing an output
+  folder, one at a time (a lock file), so the last one written shows the newest state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import random
 import shutil
-import subprocess
 import sys
+import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emdet.tuning._process import is_dead_local_worker, run_child, worker_token
 from emdet.tuning.space import SearchSpace, to_opts
+from emdet.utils.atomic import atomic_open, atomic_write
 
 __all__ = ["Detectron2Runner", "TrialFailed", "TuneSettings", "UNetRunner", "is_unet_config",
            "make_folds", "run_study", "write_outputs"]
@@ -63,9 +81,9 @@ class Detectron2Runner:
     def run(self, trial_dir: Path, opts: Sequence[str], env: dict, log) -> dict[str, float]:
         cmd = [sys.executable, str(self.script), "--config-file", str(self.config_file),
                *self.opts, "OUTPUT_DIR", str(trial_dir), *opts]
-        result = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        if result.returncode != 0:
-            raise TrialFailed(f"training exited with {result.returncode}; see {log.name}")
+        returncode = run_child(cmd, env=env, log=log)
+        if returncode != 0:
+            raise TrialFailed(f"training exited with {returncode}; see {log.name}")
         return read_metrics(trial_dir / "metrics.json")
 
 
@@ -96,9 +114,9 @@ class UNetRunner:
         cv = ["--folds", str(self.folds)] if self.folds >= 2 else []
         cmd = [sys.executable, str(self.script), "--config-file", str(self.config_file),
                "--quiet", *cv, *self.opts, "OUTPUT_DIR", str(trial_dir), *opts]
-        result = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        if result.returncode != 0:
-            raise TrialFailed(f"training exited with {result.returncode}; see {log.name}")
+        returncode = run_child(cmd, env=env, log=log)
+        if returncode != 0:
+            raise TrialFailed(f"training exited with {returncode}; see {log.name}")
         if cv:
             import pandas as pd
 
@@ -194,13 +212,14 @@ def make_folds(dataset: str, folds: int, root: Path, *, seed: int = 0) -> list[s
         (folder / "annotations").mkdir(parents=True, exist_ok=True)
         images = folder / "images"
         if not images.exists():
-            images.symlink_to(Path(meta.image_root).resolve(), target_is_directory=True)
+            with contextlib.suppress(FileExistsError):  # another worker made it just now
+                images.symlink_to(Path(meta.image_root).resolve(), target_is_directory=True)
         for split, keep in (("train", lambda i, v=val: i not in v),
                             ("val", lambda i, v=val: i in v)):
             part = dict(coco)
             part["images"] = [im for im in coco["images"] if keep(im["id"])]
             part["annotations"] = [a for a in coco["annotations"] if keep(a["image_id"])]
-            _atomic_write_text(folder / "annotations" / f"{split}.json", json.dumps(part))
+            atomic_write(folder / "annotations" / f"{split}.json", json.dumps(part))
         source_yaml = Path(meta.get("dataset_dir", "")) / "dataset.yaml"
         if source_yaml.is_file():
             shutil.copyfile(source_yaml, folder / "dataset.yaml")
@@ -208,30 +227,56 @@ def make_folds(dataset: str, folds: int, root: Path, *, seed: int = 0) -> list[s
     return names
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _sampler(settings: TuneSettings):
     import optuna
 
+    from emdet.tuning._sampler import TrialSeededSampler
+
     if settings.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=settings.seed)
+        return TrialSeededSampler(lambda s: optuna.samplers.RandomSampler(seed=s), settings.seed)
     if settings.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=settings.seed)
-    if settings.sampler == "grid":
+        return TrialSeededSampler(lambda s: optuna.samplers.TPESampler(seed=s), settings.seed)
+    if settings.sampler == "grid":  # the seed shuffles the grid: the same in every process
         return optuna.samplers.GridSampler(settings.space.grid(), seed=settings.seed)
     raise ValueError(f"unknown sampler {settings.sampler!r}; use random, tpe or grid")
 
 
-def _storage(url: str):
-    import optuna
+def _postgres_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed (SQLAlchemy 2.1 assumes psycopg 3)."""
+    import importlib.util
 
-    if url.startswith(("sqlite", "postgresql", "mysql")):
-        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
-    return url
+    if not url.startswith("postgresql://"):
+        return url
+    for module, driver in (("psycopg2", "psycopg2"), ("psycopg", "psycopg")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{driver}://" + url[len("postgresql://"):]
+    raise ValueError("--storage postgresql://... needs a PostgreSQL driver: "
+                     "pip install -e .[postgres] (psycopg2-binary)")
+
+
+def _storage(url: str, *, attempts: int = 5):
+    """The Optuna storage of ``url``; a database is shared by workers that may start together.
+
+    The first worker on an empty database creates Optuna's tables; two doing that at the same
+    moment collide (PostgreSQL: ``duplicate key ... pg_type_typname_nsp_index``), so creation is
+    retried after a short random pause, by when the other worker's tables exist.
+    """
+    import optuna
+    import sqlalchemy.exc
+
+    if not url.startswith(("sqlite", "postgresql", "mysql")):
+        return url
+    url = _postgres_driver(url)
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
+            if attempt == attempts - 1:
+                raise
+            logger.info(f"storage set-up collided with another worker ({type(e).__name__}); "
+                        "retrying")
+            time.sleep(random.uniform(0.2, 1.0) * (attempt + 1))
+    raise AssertionError("not reached")
 
 
 def run_study(settings: TuneSettings, *, progress: bool = True):
@@ -264,18 +309,30 @@ def run_study(settings: TuneSettings, *, progress: bool = True):
     )
     for key, value in (("config_file", str(settings.runner.config_file)),
                        ("space", settings.space.path), ("metric", metric)):
+        if study.user_attrs.get(key) is None:
+            study.set_user_attr(key, value)  # a worker starting at the same moment may win
         old = study.user_attrs.get(key)
-        if old is None:
-            study.set_user_attr(key, value)
-        elif old != value:
+        if old != value:
             raise ValueError(f"study {settings.study_name()} in {settings.storage_url()} was run "
                              f"with {key} {old!r}, not {value!r}; use another --study name")
 
+    def count(*states: TrialState, below: int | None = None) -> int:
+        return sum(1 for t in study.get_trials(deepcopy=False, states=states)
+                   if below is None or t.number < below)
+
     def finished() -> int:
-        return len(study.get_trials(deepcopy=False,
-                                    states=(TrialState.COMPLETE, TrialState.FAIL)))
+        return count(TrialState.COMPLETE, TrialState.FAIL)
+
+    surplus: list[int] = []
+    me = worker_token()
 
     def objective(trial) -> float:
+        trial.set_user_attr("worker", me)
+        lower = count(TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, below=trial.number)
+        if lower >= settings.trials:  # another worker started the last trial at the same time
+            trial.set_user_attr("surplus", True)
+            surplus.append(trial.number)
+            raise optuna.TrialPruned(f"{settings.trials} trials are finished or running already")
         try:
             return _objective(trial)
         except TrialFailed as e:
@@ -312,20 +369,77 @@ def run_study(settings: TuneSettings, *, progress: bool = True):
         if trial.state == TrialState.FAIL:
             logger.warning(f"trial {trial.number} failed: {trial.user_attrs.get('error', '')}")
 
-    remaining = settings.trials - finished()
-    if remaining > 0:
-        study.optimize(
-            objective, n_trials=remaining, catch=(TrialFailed,),
-            callbacks=[optuna.study.MaxTrialsCallback(
-                settings.trials, states=(TrialState.COMPLETE, TrialState.FAIL)), tick],
-        )
+    sampler = study.sampler
+    while not surplus:
+        _fail_dead_trials(study)
+        done, running = finished(), count(TrialState.RUNNING)
+        if done + running >= settings.trials:
+            if done < settings.trials:
+                logger.info(f"{running} trial(s) of study {settings.study_name()} run in other "
+                            f"workers; with them it has {settings.trials}; this worker stops")
+            break
+        if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
+            logger.info(f"every point of the grid was tried ({done} trials)")
+            break
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[tick])
     bar.close()
     write_outputs(study, settings, metric)
     return study
 
 
+def _fail_dead_trials(study) -> None:
+    """Mark failed the trials left RUNNING by dead workers: of this host at once, else stale."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    study_id = None
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        token = trial.user_attrs.get("worker")
+        if not is_dead_local_worker(token):
+            continue
+        if study_id is None:
+            study_id = storage.get_study_id_from_name(study.study_name)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        pid = str(token).rsplit(":", 2)[1]
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            storage.set_trial_user_attr(trial_id, "error", f"its tuner (pid {pid} on this "
+                                        "machine) was killed while the trial ran")
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            logger.warning(f"trial {trial.number} was left running by a killed tuner (pid {pid}); "
+                           "marked failed")
+    with warnings.catch_warnings():  # experimental in Optuna; the heartbeat covers other hosts
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+@contextlib.contextmanager
+def _output_lock(folder: Path):
+    """One writer of a shared output folder at a time (no-op where ``fcntl`` is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with open(folder / ".tune.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def write_outputs(study, settings: TuneSettings, metric: str) -> dict[str, Path]:
-    """trials.csv, best_config.yaml (a full config train_net accepts) and metric_vs_trial.png."""
+    """trials.csv, best_config.yaml (a full config train_net accepts) and metric_vs_trial.png.
+
+    Each file is replaced atomically; workers sharing the output folder write one at a time.
+    """
+    settings.output.mkdir(parents=True, exist_ok=True)
+    with _output_lock(settings.output):
+        return _write_outputs(study, settings, metric)
+
+
+def _write_outputs(study, settings: TuneSettings, metric: str) -> dict[str, Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -334,32 +448,35 @@ def write_outputs(study, settings: TuneSettings, metric: str) -> dict[str, Path]
 
     out = settings.output
     paths = {"trials": out / "trials.csv"}
+    trials = study.get_trials(deepcopy=False)
     frame = study.trials_dataframe()
     frame = frame.rename(columns={"value": metric})
-    _atomic_write_text(paths["trials"], frame.to_csv(index=False))
+    atomic_write(paths["trials"], frame.to_csv(index=False))
 
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    if complete:
-        xs = [t.number for t in complete]
-        ys = [t.value for t in complete]
-        best = [max(ys[: i + 1]) if settings.direction == "maximize" else min(ys[: i + 1])
-                for i in range(len(ys))]
-        ax.plot(xs, ys, "o", label="trial")
-        ax.step(xs, best, where="post", label="best so far")
-        ax.legend()
-    ax.set_xlabel("trial")
-    ax.set_ylabel(metric)
-    ax.set_title(settings.study_name())
-    fig.tight_layout()
-    paths["plot"] = out / "metric_vs_trial.png"
-    tmp = out / ".tmp-metric_vs_trial.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, paths["plot"])
+    try:
+        if complete:
+            xs = [t.number for t in complete]
+            ys = [t.value for t in complete]
+            best = [max(ys[: i + 1]) if settings.direction == "maximize" else min(ys[: i + 1])
+                    for i in range(len(ys))]
+            ax.plot(xs, ys, "o", label="trial")
+            ax.step(xs, best, where="post", label="best so far")
+            ax.legend()
+        ax.set_xlabel("trial")
+        ax.set_ylabel(metric)
+        ax.set_title(settings.study_name())
+        fig.tight_layout()
+        paths["plot"] = out / "metric_vs_trial.png"
+        with atomic_open(paths["plot"], "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
 
     if complete:
-        best = study.best_trial
+        pick = max if settings.direction == "maximize" else min
+        best = pick(complete, key=lambda t: t.value)
         values = {p.key: json.loads(best.params[p.key]) if p.type == "choice" else best.params[p.key]
                   for p in settings.space.params}
         cfg = settings.runner.load_config(["SEED", str(settings.seed), *to_opts(values)])
@@ -368,5 +485,5 @@ def write_outputs(study, settings: TuneSettings, metric: str) -> dict[str, Path]
                   f"{metric} = {best.value:.4g}\n# Retrain: python tools/"
                   f"{Path(settings.runner.script).name} "
                   f"--config-file {paths['best_config']}\n")
-        _atomic_write_text(paths["best_config"], header + cfg.dump())
+        atomic_write(paths["best_config"], header + cfg.dump())
     return paths
