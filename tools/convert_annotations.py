@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Convert annotation folders to COCO JSON, or a COCO file (e.g. predictions) back to labelme.
+"""Convert annotation folders or label images to COCO JSON, or a COCO file (e.g. predictions) back
+to labelme or to instance-ID label images.
 
 Examples::
 
@@ -21,6 +22,23 @@ Examples::
     python tools/convert_annotations.py --to labelme --input output/coco_instances_results.json \\
         --dataset coco/nanorods_val.json --output to_correct/ --min-score 0.5
 
+    # 16-bit instance-ID maps (0 background, one id per particle) -> COCO RLE, 80/20 split
+    python tools/convert_annotations.py --format masks --input emps/segmaps/ \\
+        --images emps/images/ --output datasets/emps/annotations/all.json \\
+        --mask-class-name particle --split train=0.8,val=0.2
+
+    # binary masks (0/255): connected components, touching particles cut by a watershed
+    python tools/convert_annotations.py --format masks --input masks/ --images images/ \\
+        --output coco/particles.json --mask-kind binary --split-touching
+
+    # colour masks, yellow where a vesicle and a hole overlap (given to both)
+    python tools/convert_annotations.py --format masks --input rgb/ --images images/ \\
+        --output coco/ves.json --mask-classes "255,0,0=vesicle;0,255,0=hole;255,255,0=vesicle+hole"
+
+    # predictions -> one 16-bit instance-ID PNG per image (+ instances.csv) for Fiji / napari
+    python tools/convert_annotations.py --to masks --input output/predictions.json \\
+        --output label_images/ --min-score 0.5
+
 All logic lives in :mod:`emdet.data.converters`.
 """
 
@@ -32,43 +50,87 @@ import sys
 
 from emdet.data.converters import (
     FORMATS,
+    MASK_KINDS,
     ConversionError,
     coco_to_labelme,
+    coco_to_masks,
     convert_annotations,
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description="Convert labelme / LabelImg / roLabelImg annotations to COCO JSON, or a COCO "
-        "file back to labelme (--to labelme).",
+        description="Convert labelme / LabelImg / roLabelImg annotations or label images (masks) "
+        "to COCO JSON, or a COCO file back to labelme (--to labelme) or to 16-bit instance-ID "
+        "PNGs (--to masks).",
         epilog="examples:" + __doc__.split("Examples::", 1)[1].split("All logic", 1)[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--format", choices=list(FORMATS), help="format of the input annotations")
     mode.add_argument(
-        "--to", choices=["labelme"], help="convert the COCO file given as --input to this format"
+        "--to",
+        choices=["labelme", "masks"],
+        help="convert the COCO file given as --input to this format",
     )
     p.add_argument(
-        "--input", required=True, help="folder of annotation files; with --to: the COCO JSON file"
+        "--input",
+        required=True,
+        help="folder of annotation files (label images for --format masks); with --to: the COCO "
+        "JSON file",
     )
     p.add_argument(
         "--output",
         required=True,
-        help="COCO JSON file to write; with --to: folder for the labelme files",
+        help="COCO JSON file to write; with --to: folder for the labelme files / PNGs",
     )
     p.add_argument(
         "--images",
         default=None,
         help="folder with the images (COCO file_name is relative to it); default: the "
-        "input folder (with --to: the COCO file's info.image_root or its folder)",
+        "input folder (with --to labelme: the COCO file's info.image_root or its folder); "
+        "required for --format masks (masks pair with images by file name)",
     )
     p.add_argument(
         "--classes",
         default=None,
         help="text file with one class name per line; fixes category ids 1..N in this "
         "order (default: sorted names found)",
+    )
+    masks = p.add_argument_group("label images (--format masks)")
+    masks.add_argument(
+        "--mask-kind",
+        choices=list(MASK_KINDS),
+        default=None,
+        help="instances: each non-zero id is one object; binary: connected components "
+        "(8-connectivity) of the non-zero pixels; rgb: colours named by --mask-classes "
+        "(default: chosen from the masks and logged)",
+    )
+    masks.add_argument(
+        "--mask-classes",
+        default=None,
+        metavar="R,G,B=NAME;...",
+        help="class of each colour of rgb masks, e.g. \"255,0,0=vesicle;0,255,0=hole\"; "
+        "R,G,B=a+b marks overlap pixels given to both touching objects; =background for a "
+        "background colour other than black",
+    )
+    masks.add_argument(
+        "--mask-class-name",
+        default=None,
+        metavar="NAME",
+        help="class of the objects of instance and binary masks (default: object)",
+    )
+    masks.add_argument(
+        "--split-touching",
+        action="store_true",
+        help="binary masks: cut touching objects apart (watershed of the distance transform)",
+    )
+    masks.add_argument(
+        "--split-min-distance",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="with --split-touching: least distance between object centres (default 5 px)",
     )
     p.add_argument(
         "--point-box-size",
@@ -123,6 +185,24 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:
+        if args.to == "masks":
+            if args.images is not None:
+                logging.getLogger("emdet.data.converters").warning(
+                    "--images is not used by --to masks (sizes come from the COCO file)."
+                )
+            written = coco_to_masks(
+                args.input,
+                args.output,
+                dataset=args.dataset,
+                min_score=args.min_score,
+                overwrite=args.overwrite,
+                progress=not args.no_progress,
+            )
+            print(
+                f"Wrote {len(written) - 1} instance-ID PNG(s) and {written[-1].name} to "
+                f"{args.output}"
+            )
+            return
         if args.to:
             written = coco_to_labelme(
                 args.input,
@@ -148,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
             clip_to_image=args.clip_to_image,
             overwrite=args.overwrite,
             progress=not args.no_progress,
+            **_mask_args(args),
         )
     except ConversionError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -172,6 +253,20 @@ def main(argv: list[str] | None = None) -> None:
         )
         for s in report.skipped:
             print(f"  {s}", file=sys.stderr)
+
+
+def _mask_args(args: argparse.Namespace) -> dict:
+    """The mask options that were given (the other formats refuse them)."""
+    given = {
+        "mask_kind": args.mask_kind,
+        "mask_classes": args.mask_classes,
+        "mask_class_name": args.mask_class_name,
+        "split_min_distance": args.split_min_distance,
+    }
+    out = {k: v for k, v in given.items() if v is not None}
+    if args.split_touching:
+        out["split_touching"] = True
+    return out
 
 
 if __name__ == "__main__":

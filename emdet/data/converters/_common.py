@@ -118,6 +118,8 @@ class ImageRecord:
     width: int
     height: int
     instances: list[Instance] = field(default_factory=list)
+    pixel_size: float | None = None  # of the image file, when calibrated (written to COCO)
+    unit: str | None = None
 
 
 @dataclass
@@ -136,6 +138,7 @@ class Run:
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     extracted: dict[Path, bytes] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # added to the COCO info (mask_kind...)
 
     def problem(self, err: AnnotationError) -> None:
         """Raise ``err`` (default), or record it as skipped with ``skip_invalid``."""
@@ -557,15 +560,16 @@ def instance_to_annotation(inst: Instance, rec: ImageRecord, run: Run) -> dict[s
 # --------------------------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------------------------
-def check_output_path(path: Path, flag: str, *, folder: bool = False) -> None:
+def check_output_path(
+    path: Path, flag: str, *, folder: bool = False, what: str = "the labelme files"
+) -> None:
     """Refuse an output path that cannot be written before any work is done: a folder where a
-    file is to be written (or a file where a folder is), or a parent that is a file."""
+    file is to be written (or a file where a folder is; ``what`` names the files meant for the
+    folder), or a parent that is a file."""
     path = Path(path)
     try:
         if folder and path.exists() and not path.is_dir():
-            raise ConversionError(
-                f"{path}: {flag} is a file; give the folder to write the labelme files to."
-            )
+            raise ConversionError(f"{path}: {flag} is a file; give the folder to write {what} to.")
         if not folder and path.is_dir():
             example = (
                 "move the folder away or choose another name" if path.suffix.lower() == ".json"

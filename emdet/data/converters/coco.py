@@ -16,6 +16,9 @@ Output conventions
   ``point`` ``[x, y]`` for labelme points; ``circle`` ``[cx, cy, r]`` for labelme circles.
 * ``info``: ``source_format``, ``input_dir``, ``image_root`` (give this to
   ``register_coco_instances``), and ``skipped``: ``[{file, object, reason}]``.
+* ``masks`` (label images, :mod:`.masks`): ``segmentation`` is COCO RLE, ``area`` its pixel
+  count, ``mask_id`` the id of an instance map; images carry ``pixel_size``/``unit`` when the
+  image file is calibrated; ``info`` adds ``mask_kind``.
 
 Bad input
 ---------
@@ -59,6 +62,7 @@ from ._common import (
     write_outputs,
 )
 from .labelme import read_labelme
+from .masks import mask_options, read_masks
 from .txt import read_txt
 from .voc import read_voc
 
@@ -69,6 +73,7 @@ FORMATS: dict[str, str] = {
     "rolabelimg": ".xml",
     "labelimg-kitti": ".txt",
     "yolo": ".txt",
+    "masks": ".png .tif .tiff .npy",  # label images, paired with --images by name
 }
 _READERS: dict[str, Callable[[Path, Run], ImageRecord]] = {
     "labelme": read_labelme,
@@ -117,6 +122,11 @@ def to_coco(
     extract_dir: str | os.PathLike | None = None,
     exclude: Sequence[str | os.PathLike] = (),
     progress: bool = False,
+    mask_kind: str | None = None,
+    mask_classes: str | Mapping[Any, str] | None = None,
+    mask_class_name: str | None = None,
+    split_touching: bool = False,
+    split_min_distance: int | None = None,
 ) -> Conversion:
     """Read every annotation file of one format in a folder into a COCO dict; write nothing.
 
@@ -144,6 +154,12 @@ def to_coco(
         Files in the input folder to ignore (e.g. an earlier output).
     progress : bool
         Show a progress bar over the files.
+    mask_kind, mask_classes, mask_class_name, split_touching, split_min_distance
+        For ``fmt="masks"`` (label images; ``images_dir`` is then required): ``"instances"``,
+        ``"binary"`` or ``"rgb"`` (default: chosen from the masks), the classes of the colours
+        (``"255,0,0=vesicle;255,255,0=vesicle+hole"``), the class of instance/binary masks
+        (default ``"object"``), and the watershed split of touching binary objects; see
+        :mod:`.masks`.
 
     Raises
     ------
@@ -164,6 +180,34 @@ def to_coco(
     if img_dir is not None and not img_dir.is_dir():
         raise ConversionError(f"{img_dir}: images folder not found. Check --images.")
     class_list = _class_list(classes)
+    mask_opts = None
+    if fmt == "masks":
+        mask_opts = mask_options(
+            kind=mask_kind,
+            mask_classes=mask_classes,
+            class_name=mask_class_name,
+            classes=class_list,
+            split_touching=split_touching,
+            split_min_distance=split_min_distance,
+        )
+        if img_dir is None:
+            raise ConversionError(
+                f"{input_dir}: --format masks needs --images, the folder of the images the "
+                "masks label (paired by file name)."
+            )
+        if img_dir == input_dir:
+            raise ConversionError(
+                f"{input_dir}: --input and --images are the same folder; keep the masks in a "
+                "folder of their own (e.g. masks/ beside images/), named like their images."
+            )
+        class_list = mask_opts.class_names
+    elif (mask_kind, mask_classes, mask_class_name, split_min_distance) != (None,) * 4 or (
+        split_touching
+    ):
+        raise ConversionError(
+            "--mask-kind, --mask-classes, --mask-class-name and --split-touching are for "
+            f"--format masks, not {fmt}."
+        )
     if point_box_size is not None and not (
         point_box_size > 0 and math.isfinite(point_box_size)
     ):
@@ -184,6 +228,9 @@ def to_coco(
     )
     ext = FORMATS[fmt]
     skip = {Path(p).resolve() for p in exclude}
+    if mask_opts is not None:
+        records = read_masks(input_dir, img_dir, mask_opts, run, exclude=skip, progress=progress)
+        return _assemble(records, run, input_dir, img_dir, class_list)
     files = sorted(
         p
         for p in input_dir.iterdir()
@@ -221,19 +268,32 @@ def to_coco(
             except AnnotationError as err:
                 run.problem(err)
         records.append((rec, valid))
+    return _assemble(records, run, input_dir, img_dir, class_list, annotated)
 
+
+def _assemble(
+    records: Sequence[tuple[ImageRecord, list[dict[str, Any]]]],
+    run: Run,
+    input_dir: Path,
+    img_dir: Path | None,
+    class_list: list[str] | None,
+    annotated: Mapping[Path, Path] | None = None,
+) -> Conversion:
+    """The COCO dict of the records read by :func:`to_coco` (ids, categories, info)."""
+    fmt = run.fmt
     image_root = img_dir or input_dir
     images: list[dict[str, Any]] = []
     anns: list[dict[str, Any]] = []
     for image_id, (rec, valid) in enumerate(records, start=1):
-        images.append(
-            {
-                "id": image_id,
-                "file_name": posix_relpath(rec.image, image_root),
-                "width": int(rec.width),
-                "height": int(rec.height),
-            }
-        )
+        entry = {
+            "id": image_id,
+            "file_name": posix_relpath(rec.image, image_root),
+            "width": int(rec.width),
+            "height": int(rec.height),
+        }
+        if rec.pixel_size is not None:
+            entry |= {"pixel_size": float(rec.pixel_size), "unit": rec.unit}
+        images.append(entry)
         for ann in valid:
             anns.append({"id": len(anns) + 1, "image_id": image_id, **ann})
 
@@ -255,7 +315,7 @@ def to_coco(
     # Stable key order (id, image_id, category_id, bbox, ...) for readable files.
     order = ("id", "image_id", "category_id", "bbox", "area", "segmentation", "iscrowd")
     anns = [{k: a[k] for k in order} | {k: v for k, v in a.items() if k not in order} for a in anns]
-    used = {p for p in run.extracted if p in annotated}
+    used = {p for p in run.extracted if p in (annotated or {})}
     coco = {
         "info": {
             "description": f"{fmt} annotations converted to COCO by emdet",
@@ -263,6 +323,7 @@ def to_coco(
             "input_dir": str(input_dir),
             "image_root": str(image_root),
             "skipped": [s.as_dict() for s in run.skipped],
+            **run.info,
         },
         "licenses": [],
         "images": images,
@@ -291,6 +352,11 @@ def convert_annotations(
     clip_to_image: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    mask_kind: str | None = None,
+    mask_classes: str | Mapping[Any, str] | None = None,
+    mask_class_name: str | None = None,
+    split_touching: bool = False,
+    split_min_distance: int | None = None,
 ) -> ConversionReport:
     """Convert a folder of annotations to a COCO JSON file (and optional split files).
 
@@ -304,7 +370,8 @@ def convert_annotations(
     all-or-nothing (:func:`emdet.utils.atomic.atomic_write_many`) after the whole conversion
     succeeded: a failed run leaves no output file and the files already there unchanged.
     Existing output files are an error unless ``overwrite``, so hand edits are never lost. See
-    :func:`to_coco` for the other parameters and :func:`split_coco` for ``split`` / ``seed``.
+    :func:`to_coco` for the other parameters (the ``mask_*`` ones for label images) and
+    :func:`split_coco` for ``split`` / ``seed``.
     """
     output = Path(output)
     check_output_path(output, "--output")
@@ -334,6 +401,11 @@ def convert_annotations(
         extract_dir=extract_dir,
         exclude=[output, *split_paths.values()],
         progress=progress,
+        mask_kind=mask_kind,
+        mask_classes=mask_classes,
+        mask_class_name=mask_class_name,
+        split_touching=split_touching,
+        split_min_distance=split_min_distance,
     )
     files: list[tuple[Path, bytes]] = list(conv.extracted_images.items())
     files.append((output, json_bytes(conv.coco, target=output)))
