@@ -51,6 +51,10 @@ def test_trains_and_reports_per_class_ap(tmp_path, data_root):
     assert _iterations(out)[-1] == 3  # iterations 0..3
     log = result.stdout + result.stderr
     assert "Per-category segm AP" in log and "vesicle_small" in log and "hole" in log
+    # the score threshold for counts, calibrated on the test set, beside the weights
+    assert "calibrated score threshold" in log
+    calibrated = json.loads((out / "score_threshold.json").read_text())
+    assert 0 <= calibrated["threshold"] <= 1 and calibrated["dataset"] == "vesicles_synth_val"
 
 
 def test_resume_after_kill_continues_the_schedule(tmp_path, data_root):
@@ -120,15 +124,16 @@ def test_rle_dataset_trains_without_a_mask_format_setting(tmp_path, data_root):
 
     root = tmp_path / "datasets"
     shutil.copytree(data_root / "vesicles_synth", root / "vesicles_synth")
-    ann = root / "vesicles_synth" / "annotations" / "train.json"
-    coco = json.loads(ann.read_text())
-    size = {im["id"]: (im["height"], im["width"]) for im in coco["images"]}
-    for a in coco["annotations"]:
-        h, w = size[a["image_id"]]
-        rle = mask_util.merge(mask_util.frPyObjects(a["segmentation"], h, w))
-        assert mask_util.decode(rle).sum() > 0
-        a["segmentation"] = {"size": [h, w], "counts": rle["counts"].decode("ascii")}
-    ann.write_text(json.dumps(coco))
+    for split in ("train", "val"):  # val: the evaluator's threshold matches against RLE
+        ann = root / "vesicles_synth" / "annotations" / f"{split}.json"
+        coco = json.loads(ann.read_text())
+        size = {im["id"]: (im["height"], im["width"]) for im in coco["images"]}
+        for a in coco["annotations"]:
+            h, w = size[a["image_id"]]
+            rle = mask_util.merge(mask_util.frPyObjects(a["segmentation"], h, w))
+            assert mask_util.decode(rle).sum() > 0
+            a["segmentation"] = {"size": [h, w], "counts": rle["counts"].decode("ascii")}
+        ann.write_text(json.dumps(coco))
     out = tmp_path / "run"
     result = subprocess.run(
         _cmd(out, "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "1", "TEST.EVAL_PERIOD", "0"),
@@ -139,6 +144,7 @@ def test_rle_dataset_trains_without_a_mask_format_setting(tmp_path, data_root):
     assert "INPUT.MASK_FORMAT bitmask" in log
     assert "MASK_FORMAT: bitmask" in (out / "config.yaml").read_text()
     assert (out / "model_final.pth").is_file()
+    assert (out / "score_threshold.json").is_file()  # matched against RLE annotations
     assert np.isfinite([json.loads(x)["total_loss"] for x in
                         (out / "metrics.json").read_text().splitlines()
                         if '"total_loss"' in x]).all()

@@ -184,7 +184,9 @@ class EMTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        """COCO AP (maxDets up to ``TEST.DETECTIONS_PER_IMAGE``); rotated-box AP for ``rotated``."""
+        """COCO AP (maxDets up to ``TEST.DETECTIONS_PER_IMAGE``); rotated-box AP for ``rotated``;
+        on the first ``DATASETS.TEST`` set also the calibrated score threshold
+        (:mod:`emdet.evaluation.threshold`, written to ``OUTPUT_DIR/score_threshold.json``)."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
         if evaluator_type == "rotated":
@@ -197,7 +199,7 @@ class EMTrainer(DefaultTrainer):
                 "evaluates instance datasets ('coco', 'points' as small boxes, 'rotated'). Dense "
                 "datasets are trained with tools/train_unet.py."
             )
-        return COCOEvaluator(
+        coco = COCOEvaluator(
             dataset_name,
             # point datasets have small boxes around each point and no masks
             tasks=("bbox",) if evaluator_type == "points" or not cfg.MODEL.MASK_ON else None,
@@ -205,6 +207,15 @@ class EMTrainer(DefaultTrainer):
             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
             use_fast_impl=has_compiled_ops(),
         )
+        if evaluator_type != "coco" or dataset_name != cfg.DATASETS.TEST[0]:
+            return coco
+        from detectron2.evaluation import DatasetEvaluators
+
+        from emdet.evaluation.threshold import ScoreThresholdEvaluator
+
+        # the score threshold for counts, calibrated on the first test set, beside the weights
+        return DatasetEvaluators([coco, ScoreThresholdEvaluator(
+            dataset_name, output_dir=cfg.OUTPUT_DIR or None, use_masks=cfg.MODEL.MASK_ON)])
 
     def build_hooks(self):
         # DefaultTrainer made a plain DetectionCheckpointer just before calling this; the

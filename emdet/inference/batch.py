@@ -80,7 +80,9 @@ class PredictOptions:
     overlap : int, optional
         [--overlap] Pixels shared by neighbouring tiles; default ``tile // 4``.
     score_threshold : float, optional
-        [--score-threshold] Minimum score kept; default the config's
+        [--score-threshold] Minimum score kept; default the threshold calibrated on the
+        validation set (``score_threshold.json`` beside ``MODEL.WEIGHTS``, written by
+        ``tools/train_net.py``'s evaluation), else the config's
         ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``.
     batch_size : int, optional
         [--batch-size] Tiles per forward pass; default 1 on CPU, 4 on GPU.
@@ -262,13 +264,23 @@ def class_names_for(cfg, names: Sequence[str] | None = None) -> tuple[list[str],
     return [f"class_{i}" for i in range(num)], list(range(1, num + 1))
 
 
-def inference_cfg(cfg, options: PredictOptions):
-    """A frozen copy of ``cfg`` with the score threshold of ``options`` applied."""
+def inference_cfg(cfg, options: PredictOptions, *, log: bool = False):
+    """A frozen copy of ``cfg`` with the score threshold applied: ``options``', else the one
+    calibrated on the validation set beside ``MODEL.WEIGHTS`` (``score_threshold.json``,
+    :mod:`emdet.evaluation.threshold`), else the config's."""
+    from emdet.evaluation.threshold import THRESHOLD_FILE, read_threshold
+
+    threshold = options.score_threshold
+    if threshold is None and cfg.MODEL.WEIGHTS and "://" not in str(cfg.MODEL.WEIGHTS):
+        threshold = read_threshold(cfg.MODEL.WEIGHTS)
+        if threshold is not None and log:
+            logger.info("score threshold %.3f, calibrated on the validation set (%s beside "
+                        "the weights; --score-threshold overrides it)", threshold, THRESHOLD_FILE)
     cfg = cfg.clone()
     cfg.defrost()
-    if options.score_threshold is not None:
-        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = float(options.score_threshold)
-        cfg.MODEL.RETINANET.SCORE_THRESH_TEST = float(options.score_threshold)
+    if threshold is not None:
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = float(threshold)
+        cfg.MODEL.RETINANET.SCORE_THRESH_TEST = float(threshold)
     cfg.freeze()
     return cfg
 
@@ -854,7 +866,7 @@ def predict_batch(
     root, files = _plan_files(paths)
     if predictor is None:
         _check_weights(cfg)
-    cfg = inference_cfg(cfg, options)
+    cfg = inference_cfg(cfg, options, log=rank == 0)
     options = _with_input_scale(cfg, options, rank)
     names, ids = class_names_for(cfg, options.class_names)
     settings = _settings(cfg, options, names)

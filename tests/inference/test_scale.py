@@ -128,3 +128,31 @@ def test_predict_batch_measures_the_scale_and_matches_eval(resized, tmp_path):
     want = sorted(expected.scores.tolist())
     assert len(got) == len(want) > 0
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_predict_uses_the_threshold_calibrated_beside_the_weights(resized, tmp_path):
+    import json
+
+    from detectron2.data import DatasetCatalog
+
+    from emdet.evaluation.threshold import THRESHOLD_FILE
+    from emdet.inference.batch import PredictOptions, predict_batch
+
+    cfg, model = resized
+    weights = tmp_path / "model.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    (tmp_path / THRESHOLD_FILE).write_text(json.dumps({"threshold": 0.3}))
+    cfg = cfg.clone()
+    cfg.MODEL.WEIGHTS = str(weights)
+    image = DatasetCatalog.get("scale_vesicles_val")[0]["file_name"]
+    runs = {}
+    for name, given in (("calibrated", None), ("given", 0.0)):
+        predict_batch([image], tmp_path / name, cfg,
+                      PredictOptions(overlays=False, progress=False, score_threshold=given))
+        runs[name] = json.loads((tmp_path / name / "predictions.json").read_text())
+    assert runs["calibrated"]["info"]["settings"]["score_threshold"] == 0.3
+    assert runs["given"]["info"]["settings"]["score_threshold"] == 0.0  # the flag wins
+    low = [a["score"] for a in runs["given"]["annotations"]]
+    kept = [a["score"] for a in runs["calibrated"]["annotations"]]
+    assert sorted(kept) == sorted(s for s in low if s >= 0.3)
+    assert len(kept) < len(low)
