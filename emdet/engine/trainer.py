@@ -74,6 +74,7 @@ def _setup_emdet_logger(cfg) -> None:
                      abbrev_name="emdet")
         for handler in set(emdet_logger.handlers) - before:
             handler._emdet_setup = True
+        emdet_logger.setLevel(logging.INFO)  # setup_logger opens DEBUG (one line per image read)
 
 
 def _register_datasets(cfg) -> None:
