@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from emdet.utils import strictjson
+
 __all__ = ["CocoFormatError", "check_annotation", "check_coco", "read_coco", "rle_counts"]
 
 
@@ -48,30 +50,6 @@ def _finite(x: Any) -> bool:
 
 def _int_like(x: Any) -> bool:
     return _finite(x) and float(x) == int(x)
-
-
-class _NonFinite:
-    """Stands for a ``NaN``/``Infinity`` literal while parsing, so its place can be named."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-def _find_non_finite(node: Any, where: str = "") -> tuple[str, str] | None:
-    """``(field path, literal)`` of the first :class:`_NonFinite` in parsed JSON."""
-    stack = [(node, where)]
-    while stack:  # iterative: a deep file must not hit the recursion limit here
-        node, where = stack.pop()
-        if isinstance(node, _NonFinite):
-            return where or "the top level", node.name
-        if isinstance(node, dict):
-            items = [(v, f"{where}.{k}" if where else str(k)) for k, v in node.items()]
-        elif isinstance(node, list):
-            items = [(v, f"{where}[{i}]") for i, v in enumerate(node)]
-        else:
-            continue
-        stack.extend(reversed(items))
-    return None
 
 
 def read_coco(path: str | os.PathLike) -> dict[str, Any]:
@@ -96,18 +74,15 @@ def read_coco(path: str | os.PathLike) -> dict[str, Any]:
         raise CocoFormatError(f"{path}: not a UTF-8 text file (byte {e.start}); is it a COCO "
                               ".json file?") from None
     try:
-        data = json.loads(text, parse_constant=_NonFinite)
+        data = strictjson.loads(text)
+    except strictjson.StrictJSONError as e:
+        raise CocoFormatError(f"{path}: {e.where} is {e.problem} in strict JSON; write a "
+                              "finite number (or remove the object)") from None
     except json.JSONDecodeError as e:
         raise CocoFormatError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: "
                               f"{e.msg})") from None
     except RecursionError:
         raise CocoFormatError(f"{path}: JSON nested too deeply to be a COCO file") from None
-    found = _find_non_finite(data)
-    if found is not None:
-        where, literal = found
-        raise CocoFormatError(f"{path}: {where} is {literal}, which is not a "
-                              "number in strict JSON; write a finite number (or remove the "
-                              "object)")
     return check_coco(data, path)
 
 

@@ -13,7 +13,6 @@ batches ``x (B, 1, S, S)``, segmentation targets ``(B, S, S)`` int64, heatmap ta
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import numpy as np
 
 from emdet.dense.heatmap import gaussian_heatmap
 from emdet.dense.losses import IGNORE_INDEX, unet_weight_map
+from emdet.utils import strictjson
 
 __all__ = [
     "DenseSample",
@@ -223,10 +223,6 @@ def _entries_from_coco(root: Path, splits: Sequence[str] | None,
     return list(entries.values())
 
 
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a number in strict JSON")
-
-
 def _point(value, where: str) -> list[float]:
     """``[x, y]`` from labelme's ``[[x, y]]``, refusing anything but two finite numbers."""
     import math
@@ -252,7 +248,7 @@ def _entries_from_folders(root: Path, classes: Sequence[str]) -> list[_Entry]:
         lm = root / "labelme" / f"{path.stem}.json"
         if lm.is_file():
             try:
-                    doc = json.loads(lm.read_text(encoding="utf-8"), parse_constant=_no_constant)
+                    doc = strictjson.loads(lm.read_text(encoding="utf-8"))
             except (OSError, ValueError) as err:
                 raise DenseDataError(f"{lm}: not a readable labelme json ({err})") from None
             shapes = doc.get("shapes", []) if isinstance(doc, dict) else None

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from emdet.utils import strictjson
 from emdet.utils.atomic import atomic_write_many, is_temp_file
 
 from ._geometry import RBox, clip_polygons, polygons_area
@@ -241,53 +242,6 @@ def check_radians(value: float, file: Path, obj: str, field_name: str) -> float:
     return value
 
 
-class _NonFinite:
-    """Stands for a ``NaN``/``Infinity`` literal (or a number too large for a float) while
-    parsing, so its place in the file can be named."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-def _parse_float(text: str) -> float | _NonFinite:
-    value = float(text)
-    return value if math.isfinite(value) else _NonFinite(text[:30])
-
-
-def _parse_int(text: str) -> int | _NonFinite:
-    if len(text.lstrip("-")) > 308:  # beyond any float; int() itself stops at 4300 digits
-        return _NonFinite(text[:20] + "...")
-    return int(text)
-
-
-def _find_bad_value(node: Any) -> tuple[str, str] | None:
-    """``(field path, what is wrong)`` for the first non-finite number or invalid text."""
-    stack: list[tuple[Any, str]] = [(node, "")]
-    while stack:  # iterative: a deep file must not hit the recursion limit here
-        node, where = stack.pop()
-        if isinstance(node, _NonFinite):
-            return where or "the top level", f"{node.text}, which is not a finite number"
-        if isinstance(node, str):
-            if not node.isascii():
-                try:
-                    node.encode("utf-8")
-                except UnicodeEncodeError:
-                    return where or "the top level", "text with a lone surrogate (not Unicode)"
-            continue
-        if isinstance(node, dict):
-            items = []
-            for k, v in node.items():
-                key_where = f"{where}.{k}" if where else str(k)
-                items.append((k, key_where))
-                items.append((v, key_where))
-        elif isinstance(node, list):
-            items = [(v, f"{where}[{i}]") for i, v in enumerate(node)]
-        else:
-            continue
-        stack.extend(reversed(items))
-    return None
-
-
 def load_json(path: Path, what: str) -> Any:
     """Read a UTF-8 JSON file strictly, or raise an :class:`AnnotationError` naming the file.
 
@@ -308,8 +262,15 @@ def load_json(path: Path, what: str) -> Any:
     except OSError as exc:
         raise AnnotationError(path, f"{what} cannot be read ({exc.strerror or exc}).") from None
     try:
-        data = json.loads(text, parse_constant=_NonFinite, parse_float=_parse_float,
-                          parse_int=_parse_int)
+        data = strictjson.loads(text)
+    except strictjson.StrictJSONError as exc:
+        text_problem = "text" in exc.problem
+        raise AnnotationError(
+            path,
+            f"field {exc.where} is {exc.problem}" + ("." if text_problem else " (strict JSON)."),
+            hint="Retype the text in the annotation tool." if text_problem
+            else "Write a finite number (or remove the object).",
+        ) from None
     except json.JSONDecodeError as exc:
         raise AnnotationError(
             path,
@@ -320,16 +281,6 @@ def load_json(path: Path, what: str) -> Any:
         raise AnnotationError(path, f"is JSON nested too deeply to be a {what}.") from None
     except ValueError as exc:
         raise AnnotationError(path, f"is not valid JSON for a {what} ({exc}).") from None
-    bad = _find_bad_value(data)
-    if bad is not None:
-        where, problem = bad
-        text = "text" in problem
-        raise AnnotationError(
-            path,
-            f"field {where} is {problem}" + ("." if text else " (strict JSON)."),
-            hint="Retype the text in the annotation tool." if text
-            else "Write a finite number (or remove the object).",
-        )
     return data
 
 
