@@ -148,23 +148,12 @@ def crop_to_counts(crop: MaskCrop, height: int, width: int) -> list[int]:
 
 
 def _counts_from_string(text: str | bytes) -> list[int]:
-    """Decode pycocotools' compressed counts string (a port of ``rleFrString``)."""
-    data = text.encode("ascii") if isinstance(text, str) else bytes(text)
-    counts: list[int] = []
-    p, n = 0, len(data)
-    while p < n:
-        x, k, more = 0, 0, True
-        while more:
-            c = data[p] - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
+    """Decode pycocotools' compressed counts string (:func:`emdet.data.cocofile.rle_counts`)."""
+    from emdet.data.cocofile import rle_counts
+
+    counts = rle_counts(text)
+    if counts is None:
+        raise ValueError("RLE counts are not a valid pycocotools counts string")
     return counts
 
 

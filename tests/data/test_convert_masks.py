@@ -19,11 +19,11 @@ from emdet.data.converters import (
     ConversionError,
     coco_to_masks,
     convert_annotations,
-    encode_crop,
     parse_mask_classes,
     to_coco,
 )
 from emdet.data.io import write_tiff
+from emdet.inference.rle import MaskCrop, crop_to_rle
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
 
@@ -79,7 +79,7 @@ def instance_map(h: int = 60, w: int = 80) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # RLE of a crop
 # --------------------------------------------------------------------------------------------
-def test_encode_crop_is_pycocotools_encode_of_the_full_mask():
+def test_crop_to_rle_is_pycocotools_encode_of_the_full_mask():
     rng = np.random.default_rng(0)
     h, w = 37, 29
     cases = [(np.ones((h, w), bool), 0, 0), (np.ones((1, 1), bool), h - 1, w - 1),
@@ -93,7 +93,7 @@ def test_encode_crop_is_pycocotools_encode_of_the_full_mask():
         full = np.zeros((h, w), np.uint8)
         full[top : top + crop.shape[0], left : left + crop.shape[1]] = crop
         want = mask_utils.encode(np.asfortranarray(full))
-        got = encode_crop(crop, int(top), int(left), h, w)
+        got = crop_to_rle(MaskCrop(int(top), int(left), crop), h, w)
         assert got == {"size": [h, w], "counts": want["counts"].decode()}
 
 

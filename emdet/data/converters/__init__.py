@@ -37,7 +37,7 @@ from .coco import (
     to_coco,
 )
 from .labelme import coco_to_labelme
-from .masks import MASK_KINDS, coco_to_masks, encode_crop, parse_mask_classes
+from .masks import MASK_KINDS, coco_to_masks, parse_mask_classes
 
 __all__ = [
     "CIRCLE_VERTICES",
@@ -52,7 +52,6 @@ __all__ = [
     "coco_to_labelme",
     "coco_to_masks",
     "convert_annotations",
-    "encode_crop",
     "parse_mask_classes",
     "parse_split",
     "read_classes",
