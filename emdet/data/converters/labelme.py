@@ -49,6 +49,7 @@ from ._common import (
     load_json,
     logger,
     posix_relpath,
+    refuse_existing,
     write_outputs,
 )
 from ._geometry import circle_polygon, rbox_corners
@@ -457,20 +458,7 @@ def coco_to_labelme(
             "imageWidth": int(img["width"]),
         }
         files.append((target, json_bytes(doc, indent=2, target=target)))
-    folders = [t for t, _ in files if t.is_dir()]
-    if folders:
-        raise ConversionError(
-            f"{folders[0]}: is a folder, so the labelme file of that name cannot be written. "
-            "Move it, or choose another --output folder."
-        )
-    existing = [t for t, _ in files if t.exists()]
-    if existing and not overwrite:
-        shown = ", ".join(t.name for t in existing[:5]) + (" ..." if len(existing) > 5 else "")
-        raise ConversionError(
-            f"{out_dir}: already holds labelme files for these images ({shown}). "
-            "Pass --overwrite to replace them (hand corrections in them are lost), or choose "
-            "another --output folder."
-        )
+    refuse_existing([t for t, _ in files], overwrite)
     write_outputs(files)
     return [t for t, _ in files]
 

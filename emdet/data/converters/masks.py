@@ -78,6 +78,7 @@ from ._common import (
     check_output_path,
     load_json,
     logger,
+    refuse_existing,
     write_outputs,
 )
 
@@ -1001,18 +1002,6 @@ def coco_to_masks(
                      "score", "pixels"])
     writer.writerows(rows)
     files.append((out_dir / INSTANCES_CSV, buf.getvalue().encode("utf-8")))
-    folders = [t for t, _ in files if t.is_dir()]
-    if folders:
-        raise ConversionError(
-            f"{folders[0]}: is a folder, so the file of that name cannot be written. Move it, "
-            "or choose another --output folder."
-        )
-    existing = [t for t, _ in files if t.exists()]
-    if existing and not overwrite:
-        shown = ", ".join(t.name for t in existing[:5]) + (" ..." if len(existing) > 5 else "")
-        raise ConversionError(
-            f"{out_dir}: already holds masks for these images ({shown}). Pass --overwrite to "
-            "replace them, or choose another --output folder."
-        )
+    refuse_existing([t for t, _ in files], overwrite)
     write_outputs(files)
     return [t for t, _ in files]
