@@ -100,10 +100,6 @@ def test_crop_to_rle_is_pycocotools_encode_of_the_full_mask():
 # --------------------------------------------------------------------------------------------
 # Real data: EMPS instance maps
 # --------------------------------------------------------------------------------------------
-def test_emps_path_is_the_shared_data_folder():
-    assert EMPS == Path("/work/shared/data/emps_train") or not EMPS.exists()
-
-
 @pytest.mark.skipif(not (EMPS / "segmaps").is_dir(),
                     reason=f"EMPS training split not found at {EMPS} (real micrographs with 16-bit "
                     "instance maps; see the issue 'Real micrographs')")
