@@ -27,6 +27,12 @@ Examples::
         --images emps/images/ --output datasets/emps/annotations/all.json \\
         --mask-class-name particle --split train=0.8,val=0.2
 
+    # whole numbers are image counts, taken first: a 12/10/44 few-shot split, the rest 93/7
+    python tools/convert_annotations.py --format masks --input emps/segmaps/ \\
+        --images emps/images/ --output datasets/emps/annotations/all.json \\
+        --mask-class-name particle --overwrite \\
+        --split fewshot_train=12,fewshot_val=10,fewshot_test=44,pretrain_train=0.93,pretrain_val=0.07
+
     # binary masks (0/255): connected components, touching particles cut by a watershed
     python tools/convert_annotations.py --format masks --input masks/ --images images/ \\
         --output coco/particles.json --mask-kind binary --split-touching
@@ -142,8 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--split",
         default=None,
-        metavar="NAME=FRAC,...",
-        help="also write NAME.json beside --output per split, e.g. train=0.8,val=0.2",
+        metavar="NAME=N|FRAC,...",
+        help="also write NAME.json beside --output per split: a fraction (train=0.8,val=0.2) "
+        "or a whole number of images, taken first; fractions share the rest "
+        "(few_train=12,few_val=10,pre_train=0.9,pre_val=0.1)",
     )
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the shuffle for --split (default 0)"

@@ -27,6 +27,7 @@ from emdet.data.converters import (
     convert_annotations,
     parse_split,
     split_coco,
+    split_counts,
     to_coco,
 )
 from emdet.data.converters._common import image_size
@@ -665,6 +666,61 @@ def test_parse_split_rejects_bad_text(text):
     with pytest.raises(ConversionError, match="split"):
         parse_split(text)
     assert parse_split("train=0.8, val=0.2") == {"train": 0.8, "val": 0.2}
+
+
+def test_split_takes_image_counts_first_and_shares_the_rest_by_fraction():
+    spec = parse_split("shot_train=12,shot_val=10,shot_test=44,pre_train=0.93,pre_val=0.07")
+    assert spec == {
+        "shot_train": 12, "shot_val": 10, "shot_test": 44, "pre_train": 0.93, "pre_val": 0.07
+    }
+    assert all(type(spec[k]) is int for k in ("shot_train", "shot_val", "shot_test"))
+    assert type(parse_split("a=1.0")["a"]) is float and type(parse_split("a=1")["a"]) is int
+    # 366 - 66 = 300 images left: 0.93 * 300 = 279 and 21
+    assert split_counts(spec, 366) == {
+        "shot_train": 12, "shot_val": 10, "shot_test": 44, "pre_train": 279, "pre_val": 21
+    }
+    # largest remainder on the rest: 7 left, 0.5/0.5 -> 4, 3 (ties go to the first named)
+    assert split_counts({"a": 3, "b": 0.5, "c": 0.5}, 10) == {"a": 3, "b": 4, "c": 3}
+    assert split_counts({"a": 4, "b": 6}, 10) == {"a": 4, "b": 6}
+    assert split_counts({"a": 0, "b": 1.0}, 5) == {"a": 0, "b": 5}
+    with pytest.raises(ConversionError, match="counts add up to 11, but there are 10 images"):
+        split_counts({"a": 5, "b": 6}, 10)
+    with pytest.raises(ConversionError, match="unused=1.0"):
+        split_counts({"a": 4, "b": 5}, 10)
+    with pytest.raises(ConversionError, match="counts add up to 12"):
+        split_counts({"a": 12, "b": 1.0}, 10)
+    with pytest.raises(ConversionError, match="fractions add up to 0.5"):
+        parse_split("a=3,b=0.5")
+    for bad in ("a=-1", "a=1e400", "a=nan", "a=0.0"):
+        with pytest.raises(ConversionError, match="cannot read"):
+            parse_split(bad)
+
+
+def test_split_with_counts_is_disjoint_seeded_and_recorded(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "classes.txt").write_text("rod\n")
+    for i in range(20):
+        make_image(src / f"im{i}.png", 8, 8)
+        (src / f"im{i}.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    out = tmp_path / "out" / "all.json"
+    text = "few_train=3,few_val=2,pre_train=0.8,pre_val=0.2"
+    report = convert_annotations(src, out, "yolo", split=text, seed=4, progress=False)
+    parts = {p.stem: json.loads(p.read_text()) for p in report.outputs[1:]}
+    sizes = {k: len(v["images"]) for k, v in parts.items()}
+    assert sizes == {"few_train": 3, "few_val": 2, "pre_train": 12, "pre_val": 3}
+    ids = [{im["id"] for im in v["images"]} for v in parts.values()]
+    assert sum(map(len, ids)) == 20 and len(set().union(*ids)) == 20
+    info = parts["few_val"]["info"]
+    assert info["split_counts"] == sizes and info["seed"] == 4
+    assert info["split_spec"] == {"few_train": 3, "few_val": 2, "pre_train": 0.8, "pre_val": 0.2}
+    assert info["split_fractions"]["pre_train"] == pytest.approx(12 / 20)
+    again = split_coco(json.loads(out.read_text()), parse_split(text), seed=4)
+    assert [p["images"] for p in again.values()] == [p["images"] for p in parts.values()]
+    out2 = tmp_path / "out2" / "all.json"
+    with pytest.raises(ConversionError, match="counts add up to 25, but there are 20"):
+        convert_annotations(src, out2, "yolo", split="a=5,b=20", progress=False)
+    assert not out2.parent.exists() or not any(out2.parent.iterdir())  # nothing half-written
 
 
 # --------------------------------------------------------------------------------------------

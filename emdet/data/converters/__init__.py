@@ -34,6 +34,7 @@ from .coco import (
     convert_annotations,
     parse_split,
     split_coco,
+    split_counts,
     to_coco,
 )
 from .labelme import coco_to_labelme
@@ -56,5 +57,6 @@ __all__ = [
     "parse_split",
     "read_classes",
     "split_coco",
+    "split_counts",
     "to_coco",
 ]

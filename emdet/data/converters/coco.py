@@ -346,7 +346,7 @@ def convert_annotations(
     images_dir: str | os.PathLike | None = None,
     classes: str | os.PathLike | Sequence[str] | None = None,
     point_box_size: float | None = None,
-    split: str | Mapping[str, float] | None = None,
+    split: str | Mapping[str, float | int] | None = None,
     seed: int = 0,
     skip_invalid: bool = False,
     clip_to_image: bool = False,
@@ -423,60 +423,100 @@ def convert_annotations(
     )
 
 
-def parse_split(text: str) -> dict[str, float]:
-    """Parse ``"train=0.8,val=0.2"`` into ``{"train": 0.8, "val": 0.2}``.
+def parse_split(text: str) -> dict[str, float | int]:
+    """Parse ``--split`` text into ``{name: count or fraction}``, in the order given.
 
-    Names are letters, digits, ``_`` or ``-``; fractions are positive and add up to 1.
+    A value written as a whole number (``12``) is a count of images; a value with a decimal point
+    or exponent (``0.8``, ``1.0``) is a fraction of the images that the counts leave. So
+    ``"train=0.8,val=0.2"`` is an 80/20 split, and ``"fewshot_train=12,fewshot_val=10,
+    pretrain_train=0.9,pretrain_val=0.1"`` takes 12 and 10 images first and splits the rest
+    90/10. Names are letters, digits, ``_`` or ``-``; counts are >= 0, fractions > 0 and the
+    fractions add up to 1. Without fractions the counts must add up to the number of images
+    (checked by :func:`split_coco`, which knows it).
     """
-    out: dict[str, float] = {}
+    out: dict[str, float | int] = {}
     for part in text.split(","):
         name, sep, value = part.partition("=")
-        name = name.strip()
-        try:
-            frac = float(value)
-        except ValueError:
-            frac = math.nan
-        if not sep or not re.fullmatch(r"[A-Za-z0-9_-]+", name) or not frac > 0:
+        name, value = name.strip(), value.strip()
+        number: float | int = math.nan
+        if re.fullmatch(r"[0-9]+", value):
+            number = int(value)
+        else:
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        ok = number >= 0 if isinstance(number, int) else number > 0 and math.isfinite(number)
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_-]+", name) or not ok:
             raise ConversionError(
-                f"--split {text!r}: cannot read {part.strip()!r}; expected "
-                "name=fraction pairs separated by commas, e.g. "
-                "train=0.8,val=0.2."
+                f"--split {text!r}: cannot read {part.strip()!r}; expected name=value pairs "
+                "separated by commas, a value being a fraction (train=0.8,val=0.2) or a "
+                "whole number of images (train=12,val=10,rest=1.0)."
             )
         if name in out:
             raise ConversionError(f"--split {text!r}: {name!r} is given twice.")
-        out[name] = frac
+        out[name] = number
     return _check_fractions(out, text)
 
 
-def _check_fractions(fractions: Mapping[str, float], text: Any) -> dict[str, float]:
-    total = sum(fractions.values())
-    if not fractions or abs(total - 1) > 1e-6:
+def _is_count(value: float | int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_fractions(spec: Mapping[str, float | int], text: Any) -> dict[str, float | int]:
+    fractions = [v for v in spec.values() if not _is_count(v)]
+    total = sum(fractions)
+    if not spec or (fractions and abs(total - 1) > 1e-6):
         raise ConversionError(
             f"--split {text!r}: the fractions add up to {total:g}; they must add "
-            "up to 1 (e.g. train=0.8,val=0.2)."
+            "up to 1 (e.g. train=0.8,val=0.2, or train=12,val=0.5,test=0.5 for 12 "
+            "images and an even split of the rest)."
         )
-    return dict(fractions)
+    return dict(spec)
+
+
+def split_counts(spec: Mapping[str, float | int], n: int, text: Any = None) -> dict[str, int]:
+    """Number of images per part for ``n`` images: counts as given, fractions of the rest.
+
+    Fractions share what the counts leave, rounded by largest remainder (so they add up; ties go
+    to the part named first). Raises :class:`ConversionError` when the counts ask for more
+    images than there are, or, with no fraction to take the rest, for fewer.
+    """
+    if text is None:
+        text = ",".join(f"{k}={v}" for k, v in spec.items())
+    spec = _check_fractions(spec, text)
+    fixed = sum(v for v in spec.values() if _is_count(v))
+    fractions = {k: v for k, v in spec.items() if not _is_count(v)}
+    if fixed > n or (not fractions and fixed != n):
+        raise ConversionError(
+            f"--split {text!r}: the image counts add up to {fixed}, but there are {n} "
+            "images. Change the counts, or add a part with a fraction to take the rest "
+            "(e.g. unused=1.0)."
+        )
+    rest = n - fixed
+    raw = {k: f * rest for k, f in fractions.items()}
+    shares = {k: math.floor(v) for k, v in raw.items()}
+    by_remainder = sorted(raw, key=lambda k: (-(raw[k] - shares[k]), list(raw).index(k)))
+    for k in by_remainder[: rest - sum(shares.values())]:
+        shares[k] += 1
+    return {k: int(v) if _is_count(v) else shares[k] for k, v in spec.items()}
 
 
 def split_coco(
-    coco: Mapping[str, Any], fractions: Mapping[str, float], *, seed: int = 0
+    coco: Mapping[str, Any], spec: Mapping[str, float | int], *, seed: int = 0
 ) -> dict[str, dict[str, Any]]:
-    """Split a COCO dict by image into parts of the given fractions, reproducibly.
+    """Split a COCO dict by image into parts of the given counts or fractions, reproducibly.
 
     Images are sorted by id, shuffled with ``random.Random(seed)``, and cut into consecutive runs
-    in the order of ``fractions``; part sizes are the fractions times the image count, rounded by
-    largest remainder (so they add up). Each part keeps all categories, the original image and
-    annotation ids, and ``info`` with ``split``, ``split_fractions`` and ``seed`` added.
+    in the order of ``spec``, sized by :func:`split_counts`. Each part keeps all categories, the
+    original image and annotation ids, and ``info`` with ``split``, ``split_spec`` (as given),
+    ``split_counts`` (images per part), ``split_fractions`` (each part's share of all images)
+    and ``seed`` added.
     """
-    fractions = _check_fractions(fractions, fractions)
     images = sorted(coco["images"], key=lambda im: im["id"])
     random.Random(seed).shuffle(images)
     n = len(images)
-    raw = {k: f * n for k, f in fractions.items()}
-    counts = {k: math.floor(v) for k, v in raw.items()}
-    by_remainder = sorted(raw, key=lambda k: (-(raw[k] - counts[k]), list(raw).index(k)))
-    for k in by_remainder[: n - sum(counts.values())]:
-        counts[k] += 1
+    counts = split_counts(spec, n)
     parts: dict[str, dict[str, Any]] = {}
     start = 0
     for name, count in counts.items():
@@ -484,15 +524,14 @@ def split_coco(
         start += count
         if not chosen:
             logger.warning(
-                "split %r gets no images (%d images in all, fractions %s).",
-                name,
-                n,
-                dict(fractions),
+                "split %r gets no images (%d images in all, split %s).", name, n, dict(spec)
             )
         ids = {im["id"] for im in chosen}
         info = dict(coco.get("info") or {}) | {
             "split": name,
-            "split_fractions": dict(fractions),
+            "split_spec": dict(spec),
+            "split_counts": dict(counts),
+            "split_fractions": {k: (c / n if n else 0.0) for k, c in counts.items()},
             "seed": seed,
         }
         parts[name] = {
