@@ -70,6 +70,10 @@ def _add_emdet_config(cfg: CN) -> None:
     # Iterations between lines of training progress (console and metrics.json); detectron2's
     # fixed 20 meant minutes without a sign of life on a CPU.
     cfg.EMDET.LOG_PERIOD = 5
+    # With TEST.EVAL_PERIOD > 0: keep OUTPUT_DIR/model_best.pth, the weights of the best value of
+    # this metric on DATASETS.TEST (e.g. "segm/AP"; higher is better) with that evaluation's
+    # calibrated score threshold stored inside; "" = off.
+    cfg.EMDET.BEST_METRIC = ""
 
 
 def add_emdet_config(cfg: CN) -> CN:

@@ -17,7 +17,14 @@ from typing import Any
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from emdet.engine.weights import WeightsError, load_weights_file, resolve_weights
+from emdet.engine.weights import (
+    IMAGENET_INPUT,
+    WeightsError,
+    is_torchvision_resnet,
+    load_weights_file,
+    resolve_weights,
+    torchvision_resnet_to_detectron2,
+)
 from emdet.utils.atomic import atomic_open, clean_stale_temps
 
 __all__ = ["AtomicCheckpointer", "atomic_write_bytes"]
@@ -76,4 +83,12 @@ class AtomicCheckpointer(DetectionCheckpointer):
             data = data.get("blobs", data)  # Caffe2 / Detectron1 format
             model = {k: v for k, v in data.items() if not k.endswith("_momentum")}
             return {"model": model, "__author__": "Caffe2", "matching_heuristics": True}
+        state = data.get("state_dict", data) if "model" not in data else data["model"]
+        if is_torchvision_resnet(state):
+            self.logger.info(
+                f"{filename}: a torchvision/timm ResNet; its names are converted to detectron2's "
+                "backbone. It expects " + ", ".join(f"{k} {v}" for k, v in IMAGENET_INPUT.items())
+                + " (configs/real/mask_rcnn_imagenet_cpu.yaml sets them)."
+            )
+            return torchvision_resnet_to_detectron2(state)
         return data if "model" in data else {"model": data}

@@ -11,7 +11,10 @@ What differs:
   of iterations the resumed run will repeat (so every iteration appears once);
 * progress is written every ``EMDET.LOG_PERIOD`` iterations (detectron2: 20);
 * TensorBoard logging is used only if ``tensorboard`` is installed (JSON and console always);
-* a diverging loss stops training with the iteration and a suggestion, not a bare NaN trace.
+* a diverging loss stops training with the iteration and a suggestion, not a bare NaN trace;
+* with ``EMDET.BEST_METRIC`` and ``TEST.EVAL_PERIOD``, :class:`BestCheckpointer` keeps
+  ``model_best.pth`` with the score threshold calibrated at that evaluation inside, and a
+  resumed run keeps comparing with the best before the interruption.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from detectron2.data import (
     build_detection_test_loader,
     build_detection_train_loader,
 )
-from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.engine import DefaultTrainer, default_setup, hooks
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
@@ -34,7 +37,7 @@ from emdet.compat import has_compiled_ops
 from emdet.config import ConfigError, load_config
 from emdet.engine.checkpoint import AtomicCheckpointer
 
-__all__ = ["EMTrainer", "setup_cfg"]
+__all__ = ["BestCheckpointer", "EMTrainer", "setup_cfg"]
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +169,61 @@ def trim_metrics(path: str, start_iter: int) -> int:
     return dropped
 
 
+class BestCheckpointer(hooks.BestCheckpointer):
+    """detectron2's ``BestCheckpointer`` that stores what predict needs and survives a resume.
+
+    ``model_best.pth`` also holds ``best_metric``, ``val_metric`` and ``score_threshold`` (the
+    threshold :class:`emdet.evaluation.threshold.ScoreThresholdEvaluator` calibrated in the same
+    evaluation, which :func:`emdet.evaluation.threshold.read_threshold` prefers to the file
+    beside the weights). On ``--resume`` the best value is read back from it, so an evaluation
+    after the restart replaces it only when it is better.
+    """
+
+    def before_train(self) -> None:
+        path = os.path.join(self._checkpointer.save_dir, f"{self._file_prefix}.pth")
+        if self.trainer.start_iter == 0 or not os.path.isfile(path):
+            return
+        from emdet.engine.weights import WeightsError, load_weights_file
+
+        try:
+            data = load_weights_file(path)
+        except WeightsError as e:
+            self._logger.warning("%s is unreadable (%s); the next evaluation replaces it", path, e)
+            return
+        if data.get("val_metric") == self._val_metric and "best_metric" in data:
+            self.best_metric = float(data["best_metric"])
+            self.best_iter = int(data.get("iteration", -1))
+            self._logger.info("Resumed: best %s so far %.4f at iteration %d (%s)",
+                              self._val_metric, self.best_metric, self.best_iter, path)
+
+    def _best_checking(self) -> None:
+        latest = self.trainer.storage.latest()
+        metric = latest.get(self._val_metric)
+        if metric is None:
+            self._logger.warning(
+                "EMDET.BEST_METRIC %s was not computed by the evaluation (it computed %s); "
+                "model_best.pth is not written", self._val_metric,
+                ", ".join(sorted(k for k in latest if "/" in k)[:12]) or "nothing")
+            return
+        value, iteration = metric
+        if self.best_metric is not None and not self._compare(value, self.best_metric):
+            self._logger.info("%s %.4f at iteration %d: not better than %.4f at %d", self._val_metric,
+                              value, iteration, self.best_metric, self.best_iter)
+            return
+        if not self._update_best(value, iteration):
+            return
+        extra = {"iteration": iteration, "best_metric": float(value),
+                 "val_metric": self._val_metric}
+        threshold = latest.get("score_threshold/threshold")
+        if threshold is not None:
+            extra["score_threshold"] = float(threshold[0])
+        self._checkpointer.save(self._file_prefix, **extra)
+        self._logger.info("Saved %s.pth: %s %.4f at iteration %d%s", self._file_prefix,
+                          self._val_metric, value, iteration,
+                          f", score threshold {extra['score_threshold']:.3f}"
+                          if "score_threshold" in extra else "")
+
+
 class EMTrainer(DefaultTrainer):
     """DefaultTrainer for EM datasets; see the module docstring for what it changes."""
 
@@ -227,12 +285,17 @@ class EMTrainer(DefaultTrainer):
             save_to_disk=self.checkpointer.save_to_disk,
             **self.checkpointer.checkpointables,
         )
-        from detectron2.engine import hooks
-
         built = super().build_hooks()
         for hook in built:
             if isinstance(hook, hooks.PeriodicWriter):  # detectron2 fixes it at 20 iterations
                 hook._period = int(self.cfg.EMDET.LOG_PERIOD)
+        metric, period = self.cfg.EMDET.BEST_METRIC, self.cfg.TEST.EVAL_PERIOD
+        if metric and period > 0:
+            where = next(i for i, h in enumerate(built) if isinstance(h, hooks.EvalHook))
+            built.insert(where + 1, BestCheckpointer(period, self.checkpointer, metric))
+        elif metric:
+            logger.warning("EMDET.BEST_METRIC %s needs TEST.EVAL_PERIOD > 0; model_best.pth is "
+                           "not written", metric)
         return built
 
     def resume_or_load(self, resume: bool = True):

@@ -10,6 +10,12 @@ prediction, the dense models, benchmarks), so no file from elsewhere can run cod
 * Local ``.pkl`` files (detectron2's model zoo format) are unpickled with a loader that only
   accepts numpy arrays and plain containers, so a tampered file cannot run code.
 * ``.safetensors`` files (the format of Hugging Face / timm) hold tensors only by design.
+* ``emdet://NAME`` names a model shipped inside emdet (``emdet/model_zoo/models.json``: file,
+  sha256, the config that trained it, its calibrated score threshold); the file is checked
+  against its sha256 before use.
+* A torchvision or timm ImageNet ResNet state dict (``resnet18-f37072fd.pth`` from
+  ``torchvision.models``, timm's ``model.safetensors``), given as a local file, is converted to
+  detectron2's backbone names (:func:`torchvision_resnet_to_detectron2`).
 
 A refused or unreadable file raises :class:`WeightsError` naming the file and what was refused.
 """
@@ -22,15 +28,32 @@ from typing import Any
 from urllib.parse import urlparse
 
 __all__ = [
+    "EMDET_PREFIX",
+    "IMAGENET_INPUT",
     "WeightsError",
     "cache_path_for",
+    "is_torchvision_resnet",
     "load_weights_file",
+    "model_zoo",
     "resolve_weights",
     "safe_load_pkl",
+    "sha256_of",
+    "torchvision_resnet_to_detectron2",
 ]
 
 D2_PREFIX = "detectron2://"
 D2_URL = "https://dl.fbaipublicfiles.com/detectron2/"
+EMDET_PREFIX = "emdet://"
+ZOO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_zoo")
+
+#: What a torchvision/timm ImageNet backbone expects of its input, as detectron2 config keys.
+IMAGENET_INPUT = {
+    "INPUT.FORMAT": "RGB",
+    "MODEL.PIXEL_MEAN": [123.675, 116.28, 103.53],
+    "MODEL.PIXEL_STD": [58.395, 57.12, 57.375],
+    "MODEL.RESNETS.STRIDE_IN_1X1": False,
+    "MODEL.RESNETS.NORM": "FrozenBN",
+}
 
 
 class WeightsError(OSError):
@@ -50,10 +73,56 @@ def cache_path_for(path: str) -> str:
                         url.path.split("/")[-1])
 
 
+def sha256_of(path: str | os.PathLike) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_zoo() -> dict[str, dict[str, Any]]:
+    """The models shipped with emdet: ``name -> {file, sha256, config, ...}``."""
+    import json
+
+    path = os.path.join(ZOO_DIR, "models.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _zoo_file(name: str) -> str:
+    zoo = model_zoo()
+    if name not in zoo:
+        raise WeightsError(
+            f"MODEL.WEIGHTS {EMDET_PREFIX}{name}: no such shipped model; emdet ships "
+            + (", ".join(EMDET_PREFIX + k for k in sorted(zoo)) or "none in this install")
+            + f" ({os.path.join(ZOO_DIR, 'models.json')})."
+        )
+    entry = zoo[name]
+    path = os.path.join(ZOO_DIR, entry["file"])
+    if not os.path.isfile(path):
+        raise WeightsError(f"MODEL.WEIGHTS {EMDET_PREFIX}{name}: {path} is missing from this "
+                           "install; reinstall emdet (or git checkout the file).")
+    digest = sha256_of(path)
+    if digest != entry["sha256"]:
+        raise WeightsError(
+            f"MODEL.WEIGHTS {EMDET_PREFIX}{name}: {path} has sha256 {digest}, not the recorded "
+            f"{entry['sha256']}; the file is damaged or was replaced. Reinstall emdet (or git "
+            "checkout the file)."
+        )
+    return path
+
+
 def resolve_weights(path: str) -> str:
     """Return a local file for ``MODEL.WEIGHTS`` (``""`` stays ``""``: random initialisation)."""
     if not path:
         return ""
+    if path.startswith(EMDET_PREFIX):
+        return _zoo_file(path[len(EMDET_PREFIX):])
     if path.startswith(D2_PREFIX) or path.startswith(("http://", "https://")):
         cached = cache_path_for(path)
         if os.path.isfile(cached):
@@ -73,7 +142,11 @@ def resolve_weights(path: str) -> str:
     if not os.path.isfile(local):
         raise WeightsError(
             f"MODEL.WEIGHTS {path}: no such file. Give the path of a .pth checkpoint written by "
-            "tools/train_net.py or a detectron2 .pkl, or \"\" for random initialisation."
+            "tools/train_net.py, a detectron2 .pkl, a torchvision/timm ResNet file (e.g. "
+            "resnet18-f37072fd.pth, downloaded on a machine with internet by "
+            "torchvision.models.resnet18(weights='IMAGENET1K_V1') into ~/.cache/torch/hub/"
+            "checkpoints/), a shipped model (emdet://em-particles-r18), or \"\" for random "
+            "initialisation."
         )
     return local
 
@@ -206,3 +279,37 @@ def load_weights_file(filename: str | os.PathLike, *, map_location: Any = "cpu")
             "or a checkpoint with a 'model' entry)."
         )
     return data
+
+
+def is_torchvision_resnet(state: Any) -> bool:
+    """Whether a state dict has torchvision/timm ResNet names (``conv1``, ``layer1.0...``)."""
+    if not isinstance(state, dict):
+        return False
+    keys = [k for k in state if isinstance(k, str)]
+    return "conv1.weight" in keys and any(k.startswith("layer1.0.") for k in keys) and not any(
+        k.startswith(("backbone.", "res2.", "stem.")) for k in keys)
+
+
+def torchvision_resnet_to_detectron2(state: dict[str, Any]) -> dict[str, Any]:
+    """Rename a torchvision/timm ResNet state dict to detectron2's ResNet backbone names.
+
+    The renaming of detectron2's ``tools/convert-torchvision-to-d2.py``: ``conv1``/``bn1`` ->
+    ``stem.conv1``/``stem.conv1.norm``, ``layerN`` -> ``res{N+1}``, ``bnK`` -> ``convK.norm``,
+    ``downsample.0/1`` -> ``shortcut``/``shortcut.norm``; the classifier ``fc`` is dropped.
+    The result is in detectron2's model-zoo form (``matching_heuristics``), so the names find
+    ``backbone.bottom_up.*`` of an FPN model. The network then needs the input torchvision
+    trained it on, :data:`IMAGENET_INPUT` (RGB, ImageNet mean/std in 0..255,
+    ``STRIDE_IN_1X1 False``, BatchNorm statistics kept by ``FrozenBN``).
+    """
+    out = {}
+    for key, value in state.items():
+        if key.startswith("fc.") or key.endswith("num_batches_tracked"):
+            continue
+        new = key if key.startswith("layer") else "stem." + key
+        for i in (1, 2, 3, 4):
+            new = new.replace(f"layer{i}.", f"res{i + 1}.")
+        for i in (1, 2, 3):
+            new = new.replace(f"bn{i}.", f"conv{i}.norm.")
+        new = new.replace("downsample.0.", "shortcut.").replace("downsample.1.", "shortcut.norm.")
+        out[new] = value.detach().cpu().numpy() if hasattr(value, "detach") else value
+    return {"model": out, "__author__": "torchvision", "matching_heuristics": True}

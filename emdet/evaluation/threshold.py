@@ -106,8 +106,23 @@ def best_threshold(curve: dict) -> dict[str, float] | None:
 
 
 def read_threshold(weights: str | os.PathLike) -> float | None:
-    """The calibrated threshold stored beside a weights file, or None (no readable file)."""
-    path = Path(weights).parent / THRESHOLD_FILE
+    """The calibrated threshold of a weights file, or None.
+
+    A ``score_threshold`` stored in the checkpoint itself (``model_best.pth``, the shipped
+    weights) comes first; else :data:`THRESHOLD_FILE` beside the file (written by the last
+    evaluation of the run, the one of ``model_final.pth``).
+    """
+    path = Path(weights)
+    if path.suffix in (".pth", ".pt") and path.is_file():
+        from emdet.engine.weights import WeightsError, load_weights_file
+
+        try:
+            stored = load_weights_file(path).get("score_threshold")
+        except WeightsError:
+            stored = None  # loading the model reports it
+        if isinstance(stored, int | float) and 0 <= stored <= 1:
+            return float(stored)
+    path = path.parent / THRESHOLD_FILE
     if not path.is_file():
         return None
     try:

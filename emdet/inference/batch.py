@@ -274,8 +274,9 @@ def inference_cfg(cfg, options: PredictOptions, *, log: bool = False):
     if threshold is None and cfg.MODEL.WEIGHTS and "://" not in str(cfg.MODEL.WEIGHTS):
         threshold = read_threshold(cfg.MODEL.WEIGHTS)
         if threshold is not None and log:
-            logger.info("score threshold %.3f, calibrated on the validation set (%s beside "
-                        "the weights; --score-threshold overrides it)", threshold, THRESHOLD_FILE)
+            logger.info("score threshold %.3f, calibrated on the validation set (stored in the "
+                        "weights, or %s beside them; --score-threshold overrides it)",
+                        threshold, THRESHOLD_FILE)
     cfg = cfg.clone()
     cfg.defrost()
     if threshold is not None:

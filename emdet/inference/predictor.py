@@ -140,7 +140,10 @@ def instances_to_detections(instances, *, offset: tuple[int, int] = (0, 0)) -> D
 
 
 def eval_scale(height: int, width: int, cfg) -> float:
-    """The factor ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)`` resizes an image by."""
+    """The factor ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)`` resizes an image by
+    (1 for ``MIN_SIZE_TEST`` 0, which detectron2 takes as no resize at all)."""
+    if cfg.INPUT.MIN_SIZE_TEST <= 0:
+        return 1.0
     short, long = min(height, width), max(height, width)
     scale = float(cfg.INPUT.MIN_SIZE_TEST) / short
     if cfg.INPUT.MAX_SIZE_TEST and long * scale > cfg.INPUT.MAX_SIZE_TEST:

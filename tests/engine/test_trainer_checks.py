@@ -94,3 +94,62 @@ def test_metrics_of_iterations_a_resumed_run_repeats_are_dropped(tmp_path):
         writer.write(json.dumps({"iteration": 10}) + "\n")
     assert [json.loads(x)["iteration"] for x in path.read_text().splitlines()] == [4, 9, 10]
     assert trim_metrics(str(tmp_path / "absent.json"), 0) == 0
+
+
+def test_best_checkpoint_keeps_the_best_eval_with_its_threshold_across_a_resume(tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+    from detectron2.utils.events import EventStorage
+
+    from emdet.engine.checkpoint import AtomicCheckpointer
+    from emdet.engine.trainer import BestCheckpointer
+    from emdet.engine.weights import load_weights_file
+    from emdet.evaluation.threshold import read_threshold
+
+    model = torch.nn.Linear(2, 1)
+    checkpointer = AtomicCheckpointer(model, str(tmp_path))
+    best = tmp_path / "model_best.pth"
+    (tmp_path / "score_threshold.json").write_text('{"threshold": 0.9}')  # the last eval's
+
+    def evaluate(hook, storage, iteration, ap, threshold):
+        storage.iter = iteration
+        storage.put_scalar("segm/AP", ap, smoothing_hint=False)
+        storage.put_scalar("score_threshold/threshold", threshold, smoothing_hint=False)
+        with torch.no_grad():
+            model.bias.fill_(ap)  # weights that say which evaluation they come from
+        hook._best_checking()
+
+    with EventStorage(0) as storage:
+        hook = BestCheckpointer(10, checkpointer, "segm/AP")
+        hook.trainer = SimpleNamespace(storage=storage, start_iter=0)
+        hook.before_train()
+        evaluate(hook, storage, 9, 10.0, 0.3)
+        evaluate(hook, storage, 19, 5.0, 0.4)   # worse: model_best.pth stays
+        assert float(load_weights_file(best)["model"]["bias"]) == 10.0
+        evaluate(hook, storage, 29, 20.0, 0.6)
+    saved = load_weights_file(best)
+    assert float(saved["model"]["bias"]) == 20.0 and saved["iteration"] == 29
+    assert saved["best_metric"] == 20.0 and saved["val_metric"] == "segm/AP"
+    assert read_threshold(best) == pytest.approx(0.6)  # its own, not the file's 0.9
+    with EventStorage(30) as storage:  # --resume: the best before the restart still counts
+        hook = BestCheckpointer(10, checkpointer, "segm/AP")
+        hook.trainer = SimpleNamespace(storage=storage, start_iter=30)
+        hook.before_train()
+        assert hook.best_metric == 20.0 and hook.best_iter == 29
+        evaluate(hook, storage, 39, 15.0, 0.7)
+    assert float(load_weights_file(best)["model"]["bias"]) == 20.0
+
+
+def test_best_metric_needs_an_eval_period(data_root, tmp_path, caplog):
+    from emdet.engine.trainer import BestCheckpointer, EMTrainer
+
+    cfg = _cfg(data_root, tmp_path, "EMDET.BEST_METRIC", "segm/AP", "TEST.EVAL_PERIOD", "0",
+               "DATASETS.TEST", "('vesicles_synth_val',)")
+    trainer = EMTrainer(cfg)
+    assert not any(isinstance(h, BestCheckpointer) for h in trainer._hooks)
+    assert "needs TEST.EVAL_PERIOD > 0" in caplog.text
+    cfg = _cfg(data_root, tmp_path, "EMDET.BEST_METRIC", "segm/AP", "TEST.EVAL_PERIOD", "5",
+               "DATASETS.TEST", "('vesicles_synth_val',)")
+    names = [type(h).__name__ for h in EMTrainer(cfg)._hooks]
+    assert names.index("BestCheckpointer") == names.index("EvalHook") + 1

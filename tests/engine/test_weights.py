@@ -74,3 +74,98 @@ def test_checkpointer_loads_pth_and_zoo_style_pkl(tmp_path):
                                   "__author__": "test"}))
     AtomicCheckpointer(other).load(str(pkl))
     assert torch.allclose(other.weight, torch.full((2, 3), 0.5))
+
+
+def _r18_cfg(weights: str):
+    """The shipped ImageNet-start recipe, with these weights."""
+    from pathlib import Path
+
+    from emdet.config import load_config
+
+    config = Path(__file__).resolve().parents[2] / "configs/real/mask_rcnn_imagenet_cpu.yaml"
+    return load_config(config, ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu"])
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_torchvision_resnet_file_becomes_the_detectron2_backbone(tmp_path, suffix):
+    """Known answer: the converted backbone computes exactly torchvision's features."""
+    torchvision = pytest.importorskip("torchvision")
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet18(weights=None)
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so the norms must be mapped
+        for m in tv.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    tv.eval()
+    path = tmp_path / f"resnet18{suffix}"
+    if suffix == ".pth":
+        torch.save(tv.state_dict(), path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in tv.state_dict().items()}, str(path))
+    cfg = _r18_cfg(str(path))
+    from emdet.engine.weights import IMAGENET_INPUT
+
+    for key, value in IMAGENET_INPUT.items():  # the recipe gives the input torchvision expects
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, key
+    model = build_model(cfg)
+    AtomicCheckpointer(model).load(str(path))
+    model.eval()
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        expected = tv.layer4(tv.layer3(tv.layer2(tv.layer1(tv.maxpool(tv.relu(tv.bn1(tv.conv1(
+            x)))))))).numpy()
+        got = model.backbone.bottom_up(x)["res5"].numpy()
+    assert got.shape == expected.shape == (1, 512, 3, 4)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    # and not by chance: a randomly initialised backbone is far off
+    fresh = build_model(_r18_cfg("")).eval()
+    with torch.no_grad():
+        assert not np.allclose(fresh.backbone.bottom_up(x)["res5"].numpy(), expected, atol=1e-2)
+
+
+def test_torchvision_names_are_renamed_as_detectron2_does():
+    from emdet.engine.weights import is_torchvision_resnet, torchvision_resnet_to_detectron2
+
+    state = {k: torch.zeros(1) for k in (
+        "conv1.weight", "bn1.running_var", "bn1.num_batches_tracked", "layer1.0.conv2.weight",
+        "layer1.0.bn2.bias", "layer2.0.downsample.0.weight", "layer2.0.downsample.1.running_mean",
+        "layer4.1.bn3.weight", "fc.weight", "fc.bias")}
+    assert is_torchvision_resnet(state)
+    assert not is_torchvision_resnet({"backbone.bottom_up.stem.conv1.weight": 0})
+    out = torchvision_resnet_to_detectron2(state)
+    assert out["matching_heuristics"] and sorted(out["model"]) == sorted([
+        "stem.conv1.weight", "stem.conv1.norm.running_var", "res2.0.conv2.weight",
+        "res2.0.conv2.norm.bias", "res3.0.shortcut.weight", "res3.0.shortcut.norm.running_mean",
+        "res5.1.conv3.norm.weight"])
+
+
+def test_shipped_model_names_resolve_and_a_damaged_file_is_refused(tmp_path, monkeypatch):
+    import json
+
+    from emdet.engine import weights
+
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "m.safetensors").write_bytes(b"weights")
+    entry = {"file": "m.safetensors", "sha256": weights.sha256_of(zoo / "m.safetensors")}
+    (zoo / "models.json").write_text(json.dumps({"tiny": entry}))
+    monkeypatch.setattr(weights, "ZOO_DIR", str(zoo))
+    assert resolve_weights("emdet://tiny") == str(zoo / "m.safetensors")
+    with pytest.raises(WeightsError, match="no such shipped model; emdet ships emdet://tiny"):
+        resolve_weights("emdet://other")
+    (zoo / "m.safetensors").write_bytes(b"weightz")
+    with pytest.raises(WeightsError, match="damaged or was replaced"):
+        resolve_weights("emdet://tiny")
+    (zoo / "m.safetensors").unlink()
+    with pytest.raises(WeightsError, match="missing from this install"):
+        resolve_weights("emdet://tiny")

@@ -49,6 +49,10 @@ def test_training_scale_is_what_evaluation_does_to_the_training_images(resized):
     unknown = cfg.clone()
     unknown.DATASETS.TRAIN = ("not_registered_train",)
     assert training_input_scale(unknown) is None
+    native = cfg.clone()
+    native.INPUT.MIN_SIZE_TEST = 0  # detectron2: no resize at all, whatever MAX_SIZE_TEST says
+    assert eval_scale(256, 256, native) == eval_scale(300, 5000, native) == 1.0
+    assert training_input_scale(native) == 1.0
 
 
 def test_predict_gives_the_detections_of_eval_only(resized):

@@ -1,0 +1,320 @@
+"""A classical particle pipeline, tuned on the training images: the baseline learned models must beat.
+
+Threshold (Otsu, or local mean for uneven illumination) -> fill holes -> remove small objects ->
+split touching particles by a distance-transform watershed -> instance masks. The seed papers
+and EMPS compare their networks with exactly this kind of pipeline; emdet reports a learned
+model's figures beside it, tuned on the same training images (:func:`tune`), so that a row on
+real data says whether the model is worth training.
+
+Every step is scikit-image / SciPy (``threshold_otsu``, ``threshold_local``,
+``distance_transform_edt``, ``peak_local_max``, ``h_maxima``, ``watershed``); only the grid search
+and the object matching used to score it are ours. Matching here works on label images
+(a contingency table by ``np.bincount``, one pass per image) instead of per-object RLE IoU,
+because the grid search scores hundreds of settings on every training image; the figures
+reported for a test set come from :func:`emdet.evaluation.instances.score_instances`, the same
+scorer as for the learned models.
+
+Examples
+--------
+>>> params, f1 = tune(images, annotated_labels)  # doctest: +SKIP
+>>> labels, scores = segment_particles(image, params)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+from emdet.evaluation.threshold import match_by_score
+
+__all__ = ["DEFAULT_GRID", "ClassicalParams", "label_f1", "segment_particles", "tune"]
+
+POLARITIES = ("dark", "bright", "auto")
+THRESHOLDS = ("otsu", "local")
+SPLITS = ("none", "peaks", "hmax")
+
+
+@dataclass(frozen=True)
+class ClassicalParams:
+    """Settings of :func:`segment_particles`.
+
+    Attributes
+    ----------
+    polarity : {"dark", "bright", "auto"}
+        Particles darker than the background (bright-field TEM), brighter (SEM, HAADF), or per
+        image the phase that covers less of the image border (the background touches the edges).
+    threshold : {"otsu", "local"}
+        One Otsu threshold per image, or a local mean over ``block`` px (uneven illumination).
+    blur : float
+        Gaussian sigma (px) before thresholding; 0 = none.
+    block : int
+        Odd window (px) of the local threshold.
+    split : {"none", "peaks", "hmax"}
+        Touching particles: not split; watershed from distance-transform peaks at least
+        ``split_size`` px apart; or from its h-maxima of depth ``split_size`` px (scale-free).
+    split_size : float
+    min_area : int
+        Objects of fewer pixels are dropped (after splitting too).
+    """
+
+    polarity: str = "auto"
+    threshold: str = "otsu"
+    blur: float = 1.0
+    block: int = 101
+    split: str = "hmax"
+    split_size: float = 2.0
+    min_area: int = 20
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("polarity", POLARITIES), ("threshold", THRESHOLDS),
+                              ("split", SPLITS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {allowed}")
+        if not (self.blur >= 0 and self.split_size >= 0 and self.min_area >= 0):
+            raise ValueError("blur, split_size and min_area must be >= 0")
+        if self.block < 3 or self.block % 2 == 0:
+            raise ValueError(f"block={self.block}: expected an odd window of at least 3 px")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "parameters") -> ClassicalParams:
+        """Parameters from a dict (e.g. the saved ``params.json``); unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; expected {sorted(names)}")
+        try:
+            return cls(**dict(data))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{source}: {e}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: The values :func:`tune` tries for each parameter.
+DEFAULT_GRID: dict[str, Sequence[Any]] = {
+    "polarity": POLARITIES,
+    "threshold": THRESHOLDS,
+    "blur": (0.0, 1.0, 2.0, 4.0, 6.0, 8.0),
+    "block": (51, 151, 301),
+    "split": SPLITS,
+    "split_size": (1.0, 2.0, 4.0, 8.0, 16.0),
+    "min_area": (10, 30, 80, 200, 500),
+}
+
+
+def _normalise(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 3:
+        image = image.mean(axis=2)
+    if image.ndim != 2:
+        raise ValueError(f"image of shape {image.shape}: expected (H, W) or (H, W, C)")
+    lo, hi = np.percentile(image, (0.5, 99.5))
+    return np.clip((image - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(image)
+
+
+def _foreground(image: np.ndarray, p: ClassicalParams) -> np.ndarray:
+    from scipy import ndimage as ndi
+    from skimage.filters import gaussian, threshold_local, threshold_otsu
+
+    img = _normalise(image)
+    if p.blur > 0:
+        img = gaussian(img, sigma=p.blur, preserve_range=True)
+    if p.threshold == "otsu":
+        bright = img > (threshold_otsu(img) if img.max() > img.min() else 1.0)
+    else:
+        bright = img > threshold_local(img, p.block, method="mean")
+    if p.polarity == "dark":
+        fg = ~bright
+    elif p.polarity == "bright":
+        fg = bright
+    else:
+        border = np.concatenate([bright[0], bright[-1], bright[:, 0], bright[:, -1]])
+        fg = ~bright if border.mean() > 0.5 else bright
+    return ndi.binary_fill_holes(fg)
+
+
+def _split(fg: np.ndarray, p: ClassicalParams) -> np.ndarray:
+    from scipy import ndimage as ndi
+    from skimage.feature import peak_local_max
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    objects, _ = ndi.label(fg)
+    if p.split == "none" or not objects.any():
+        return objects
+    dist = ndi.distance_transform_edt(fg)
+    if p.split == "peaks":
+        peaks = peak_local_max(dist, min_distance=max(1, int(p.split_size)), labels=objects,
+                               exclude_border=False)
+        seeds = np.zeros(fg.shape, bool)
+        seeds[tuple(peaks.T)] = True
+    else:
+        seeds = h_maxima(dist, p.split_size) > 0 if p.split_size > 0 else dist > 0
+    markers, _ = ndi.label(seeds)
+    # objects without a seed (smaller than the seed rule) stay whole
+    unseeded = np.setdiff1d(np.unique(objects[fg]), np.unique(objects[seeds]))
+    labels = watershed(-dist, markers, mask=fg)
+    if unseeded.size:
+        extra = np.isin(objects, unseeded)
+        labels[extra] = objects[extra] + markers.max()
+    return labels
+
+
+def _drop_small(labels: np.ndarray, min_area: int) -> np.ndarray:
+    from skimage.segmentation import relabel_sequential
+
+    area = np.bincount(labels.ravel())
+    small = area < max(min_area, 1)
+    small[0] = False
+    out = labels.copy()
+    out[small[labels]] = 0
+    return relabel_sequential(out)[0]
+
+
+def segment_particles(
+    image: np.ndarray, params: ClassicalParams | None = None, *, foreground: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Instance labels of the particles in one image.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, C)
+        Any dtype; normalised by its 0.5/99.5 percentiles (colour averaged to grey).
+    params : ClassicalParams, optional
+    foreground : ndarray of bool, shape (H, W), optional
+        A foreground already computed for these params (the grid search reuses it).
+
+    Returns
+    -------
+    labels : ndarray of int32, shape (H, W)
+        0 background, 1..N one particle each.
+    scores : ndarray of float, shape (N,)
+        Solidity (area / convex-hull area) of each particle, the confidence its AP is ranked
+        by: round particles score high, merged clumps and debris low.
+    """
+    from skimage.measure import regionprops
+
+    p = params or ClassicalParams()
+    fg = _foreground(image, p) if foreground is None else foreground
+    labels = _drop_small(_split(fg, p), p.min_area).astype(np.int32)
+    scores = np.array([r.solidity for r in regionprops(labels)], float)
+    return labels, scores
+
+
+def label_f1(
+    pred: np.ndarray, scores: np.ndarray, truth: np.ndarray, min_iou: float = 0.5
+) -> tuple[int, int, int]:
+    """Matched objects between two label images: ``(true positives, found, annotated)``.
+
+    One-to-one at IoU >= ``min_iou``, highest score first, as
+    :func:`emdet.evaluation.threshold.match_by_score`; IoU from one contingency table.
+    """
+    n_p, n_t = int(pred.max()), int(truth.max())
+    if n_p == 0 or n_t == 0:
+        return 0, n_p, len(np.unique(truth[truth > 0]))
+    table = np.bincount(pred.ravel().astype(np.int64) * (n_t + 1) + truth.ravel(),
+                        minlength=(n_p + 1) * (n_t + 1)).reshape(n_p + 1, n_t + 1)
+    area_p, area_t = table.sum(1)[1:], table.sum(0)[1:]
+    present = area_t > 0
+    inter = table[1:, 1:][:, present]
+    iou = inter / (area_p[:, None] + area_t[present][None, :] - inter)
+    tp = int(match_by_score(iou, scores, min_iou).sum())
+    return tp, n_p, int(present.sum())
+
+
+def _score(fgs: Sequence[np.ndarray], truths: Sequence[np.ndarray], p: ClassicalParams
+           ) -> dict[str, float]:
+    tp = found = annotated = 0
+    for fg, truth in zip(fgs, truths, strict=True):
+        labels, scores = segment_particles(None, p, foreground=fg)
+        a, b, c = label_f1(labels, scores, truth)
+        tp, found, annotated = tp + a, found + b, annotated + c
+    return {"precision": tp / found if found else 0.0,
+            "recall": tp / annotated if annotated else 0.0,
+            "f1": 2 * tp / (found + annotated) if found + annotated else 0.0}
+
+
+def tune(
+    images: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    *,
+    start: ClassicalParams | None = None,
+    rounds: int = 3,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[ClassicalParams, float, list[dict[str, Any]]]:
+    """Tune :class:`ClassicalParams` for the best pooled matched-object F1 on training images.
+
+    Coordinate search: from ``start``, try every value of one parameter with the others held,
+    keep the best, go on to the next parameter, and repeat the cycle until a whole round
+    changes nothing (at most ``rounds`` rounds). With the default grid that is about 30
+    settings a round instead of the 10 800 of the full grid, which on 12 EMPS images and a
+    loaded 2-core CPU is 1-2 minutes instead of hours; ties keep the current value, so the
+    result is deterministic.
+
+    Parameters
+    ----------
+    images : sequence of ndarray (H, W) or (H, W, C)
+        The training images.
+    truths : sequence of ndarray of int, (H, W)
+        Their annotated instance labels (0 background).
+    grid : mapping, optional
+        Values to try per parameter (default :data:`DEFAULT_GRID`; a missing key keeps its
+        ``start`` value).
+    start : ClassicalParams, optional
+    rounds : int
+    progress : callable, optional
+        Called with one line after every parameter.
+
+    Returns
+    -------
+    best : ClassicalParams
+    f1 : float
+        Its pooled F1 at mask IoU 0.5 on the training images.
+    tried : list of dict
+        Every setting tried, with its precision, recall and F1, best first.
+    """
+    if len(images) != len(truths) or not images:
+        raise ValueError(f"{len(images)} images but {len(truths)} label images: expected the "
+                         "same number, at least one")
+    grid = dict(DEFAULT_GRID if grid is None else grid)
+    unknown = sorted(set(grid) - {f.name for f in fields(ClassicalParams)})
+    if unknown:
+        raise ValueError(f"unknown grid key(s) {unknown}")
+    fg_keys = ("polarity", "threshold", "blur", "block")
+    foregrounds: dict[tuple, list[np.ndarray]] = {}
+    scored: dict[ClassicalParams, dict[str, float]] = {}
+
+    def score(p: ClassicalParams) -> float:
+        if p not in scored:
+            key = tuple(getattr(p, k) for k in fg_keys)
+            if key not in foregrounds:
+                foregrounds.clear()  # one foreground set in memory: they are cheap to redo
+                foregrounds[key] = [_foreground(im, p) for im in images]
+            scored[p] = _score(foregrounds[key], truths, p)
+        return scored[p]["f1"]
+
+    best = start or ClassicalParams()
+    best_f1 = score(best)
+    for _ in range(max(1, rounds)):
+        changed = False
+        for name, values in grid.items():
+            if name == "block" and best.threshold != "local":
+                continue
+            if name == "split_size" and best.split == "none":
+                continue
+            for value in values:
+                candidate = replace(best, **{name: value})
+                f1 = score(candidate)
+                if f1 > best_f1:
+                    best, best_f1, changed = candidate, f1, True
+            if progress:
+                progress(f"{name} = {getattr(best, name)!r}: F1 {best_f1:.3f}")
+        if not changed:
+            break
+    tried = [p.to_dict() | row for p, row in scored.items()]
+    tried.sort(key=lambda row: -row["f1"])
+    return best, best_f1, tried
