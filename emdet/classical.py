@@ -21,6 +21,7 @@ Examples
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -29,7 +30,8 @@ import numpy as np
 
 from emdet.evaluation.threshold import match_by_score
 
-__all__ = ["DEFAULT_GRID", "ClassicalParams", "label_f1", "segment_particles", "tune"]
+__all__ = ["DEFAULT_GRID", "BaselineError", "ClassicalParams", "coco_to_labels", "label_f1",
+           "labels_to_annotations", "run_baseline", "segment_particles", "tune"]
 
 POLARITIES = ("dark", "bright", "auto")
 THRESHOLDS = ("otsu", "local")
@@ -318,3 +320,157 @@ def tune(
     tried = [p.to_dict() | row for p, row in scored.items()]
     tried.sort(key=lambda row: -row["f1"])
     return best, best_f1, tried
+
+
+# --------------------------------------------------------------------------------------------
+# COCO in and out, and the whole run (tools/classical_baseline.py)
+# --------------------------------------------------------------------------------------------
+class BaselineError(ValueError):
+    """Bad input to the baseline run; the message names the file and what to do."""
+
+
+def coco_to_labels(anns: Sequence[Mapping[str, Any]], height: int, width: int) -> np.ndarray:
+    """Instance labels (1..N in annotation order, later ones on top) of COCO annotations.
+
+    Returns
+    -------
+    ndarray of int32, shape (height, width)
+    """
+    from emdet.inference.rle import segmentation_to_crop
+
+    labels = np.zeros((height, width), np.int32)
+    for i, ann in enumerate(a for a in anns if not a.get("iscrowd", 0)):
+        crop = segmentation_to_crop(ann["segmentation"], height, width)
+        x0, y0, x1, y1 = crop.extent
+        labels[y0:y1, x0:x1][crop.mask] = i + 1
+    return labels
+
+
+def labels_to_annotations(labels: np.ndarray, scores: np.ndarray, category_id: int = 1
+                          ) -> list[dict[str, Any]]:
+    """COCO annotations (compressed RLE, ``score``) of an instance label image, in label order."""
+    from skimage.measure import regionprops
+
+    from emdet.inference.rle import MaskCrop, crop_to_rle
+
+    h, w = labels.shape
+    out = []
+    for region, score in zip(regionprops(labels), scores, strict=True):
+        r0, c0, r1, c1 = region.bbox
+        crop = MaskCrop(int(r0), int(c0), np.ascontiguousarray(region.image))
+        out.append({"category_id": int(category_id), "score": round(float(score), 5),
+                    "iscrowd": 0, "bbox": [int(c0), int(r0), int(c1 - c0), int(r1 - r0)],
+                    "area": int(region.area), "segmentation": crop_to_rle(crop, h, w)})
+    return out
+
+
+def _read_grey(path) -> np.ndarray:
+    import warnings
+
+    from emdet.data.io import ColourConversionWarning, read_image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ColourConversionWarning)
+        image, _ = read_image(path, page=0)
+    return image
+
+
+def _dataset(path, images_dir) -> tuple[dict[str, Any], Any]:
+    from pathlib import Path
+
+    from emdet.data.cocofile import read_coco
+
+    path = Path(path)
+    coco = read_coco(path)
+    root = Path(images_dir) if images_dir is not None else path.parent.parent / "images"
+    if not root.is_dir():
+        raise BaselineError(f"{path}: its images folder {root} does not exist; pass --images "
+                            "(COCO file_name is relative to it).")
+    one_class = {c["id"] for c in coco["categories"]}
+    if len(one_class) != 1:
+        raise BaselineError(f"{path}: {len(one_class)} categories; the classical baseline "
+                            "finds one kind of particle. Keep one category (or convert with "
+                            "--mask-class-name).")
+    return coco, root
+
+
+def run_baseline(
+    train: str | os.PathLike,
+    apply: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    images_dir: str | os.PathLike | None = None,
+    params: ClassicalParams | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Tune on ``train``, segment every image of ``apply``, score it when it is annotated.
+
+    Writes (all-or-nothing, :func:`emdet.utils.atomic.atomic_write_many`) ``params.json`` (the
+    tuned parameters, their training F1 and every setting tried), ``predictions.json`` (a COCO
+    set with scores, the schema of ``tools/predict.py``) and ``figures.json``
+    (:func:`emdet.evaluation.instances.score_instances` against ``apply``'s annotations).
+    ``params`` skips the tuning (``train`` may then be None).
+
+    Returns
+    -------
+    dict
+        ``params``, ``train_f1``, ``figures`` (None without annotations), ``outputs``.
+    """
+    import json
+    import time
+    from pathlib import Path
+
+    from emdet.data.converters._common import refuse_existing
+    from emdet.evaluation.instances import score_instances
+    from emdet.utils.atomic import atomic_write_many
+
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise BaselineError(f"{out}: --output must be a folder, and this is a file.")
+    targets = [out / n for n in ("params.json", "predictions.json", "figures.json")]
+    refuse_existing(targets, overwrite)
+    say = print if progress else (lambda *a, **k: None)
+    train_f1, tried = None, []
+    t0 = time.perf_counter()
+    if params is None:
+        if train is None:
+            raise BaselineError("give training annotations (--train) or tuned --params")
+        coco, root = _dataset(train, images_dir)
+        anns: dict[Any, list] = {}
+        for a in coco["annotations"]:
+            anns.setdefault(a["image_id"], []).append(a)
+        images, truths = [], []
+        for im in coco["images"]:
+            images.append(_read_grey(root / im["file_name"]))
+            truths.append(coco_to_labels(anns.get(im["id"], []), int(im["height"]),
+                                         int(im["width"])))
+        say(f"Tuning on {len(images)} training images ({train}) ...", flush=True)
+        params, train_f1, tried = tune(images, truths, progress=lambda line: say("  " + line,
+                                                                                flush=True))
+        say(f"Tuned in {time.perf_counter() - t0:.0f} s: {params} (training F1 {train_f1:.3f})")
+    coco, root = _dataset(apply, images_dir)
+    category = coco["categories"][0]["id"]
+    pred_images, pred_anns = [], []
+    for k, im in enumerate(coco["images"]):
+        labels, scores = segment_particles(_read_grey(root / im["file_name"]), params)
+        for a in labels_to_annotations(labels, scores, category):
+            pred_anns.append(a | {"id": len(pred_anns) + 1, "image_id": k + 1})
+        pred_images.append({kk: im[kk] for kk in ("file_name", "height", "width", "pixel_size",
+                                                   "unit") if kk in im} | {"id": k + 1})
+        if progress and (k + 1) % 10 == 0:
+            say(f"  segmented {k + 1}/{len(coco['images'])} images", flush=True)
+    predictions = {"info": {"description": "emdet classical baseline", "params":
+                            params.to_dict(), "image_root": str(root)},
+                   "licenses": [], "categories": list(coco["categories"]),
+                   "images": pred_images, "annotations": pred_anns}
+    figures = score_instances(coco, predictions) if coco["annotations"] else None
+    files = [(targets[0], json.dumps({"params": params.to_dict(), "train_f1": train_f1,
+                                      "train": str(train) if train else None,
+                                      "tried": tried}, indent=1) + "\n"),
+             (targets[1], json.dumps(predictions) + "\n")]
+    if figures is not None:
+        files.append((targets[2], json.dumps(figures, indent=1) + "\n"))
+    atomic_write_many(files)
+    return {"params": params, "train_f1": train_f1, "figures": figures,
+            "outputs": [p for p, _ in files]}

@@ -103,6 +103,11 @@ def _rles(anns: Sequence[Mapping], height: int, width: int) -> list[dict]:
     return out
 
 
+def _mean_valid(precision: np.ndarray) -> float:
+    valid = precision[precision > -1]
+    return 100 * float(valid.mean()) if valid.size else 0.0
+
+
 def score_instances(
     gt: str | os.PathLike | Mapping[str, Any],
     pred: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[str, Any]],
@@ -179,8 +184,12 @@ def score_instances(
             ev.params.maxDets = [1, 10, int(max_dets)]
             ev.evaluate()
             ev.accumulate()
-            ev.summarize()
-            figures["ap"], figures["ap50"] = (max(0.0, 100 * float(s)) for s in ev.stats[:2])
+            # AP over IoU 0.5:0.95 and at 0.5, area "all", the last maxDets, from the precision
+            # table: pycocotools' summarize() asks for maxDets=100 whatever params say
+            # (-1 for any other list), which detectron2 also works around
+            precision = ev.eval["precision"][:, :, :, 0, -1]
+            figures["ap"] = _mean_valid(precision)
+            figures["ap50"] = _mean_valid(precision[ev.params.iouThrs == 0.5])
         else:
             figures["ap"] = figures["ap50"] = 0.0
 
