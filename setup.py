@@ -7,7 +7,7 @@ setup(
     description="Detectron2 toolkit for electron-microscopy images: train, measure, report.",
     python_requires=">=3.10",
     packages=find_packages(include=["emdet", "emdet.*"]),
-    package_data={"emdet": ["py.typed"]},
+    package_data={"emdet": ["py.typed", "model_zoo/*.json", "model_zoo/*.safetensors"]},
     install_requires=[
         # torch/torchvision: any pair that loads together; tools/bootstrap.py pins one
         # (constraints.txt). detectron2 is installed by emdet/compat/install_detectron2.py.

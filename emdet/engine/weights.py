@@ -32,12 +32,14 @@ __all__ = [
     "IMAGENET_INPUT",
     "WeightsError",
     "cache_path_for",
+    "export_to_zoo",
     "is_torchvision_resnet",
     "load_weights_file",
     "model_zoo",
     "resolve_weights",
     "safe_load_pkl",
     "sha256_of",
+    "stored_score_threshold",
     "torchvision_resnet_to_detectron2",
 ]
 
@@ -313,3 +315,91 @@ def torchvision_resnet_to_detectron2(state: dict[str, Any]) -> dict[str, Any]:
         new = new.replace("downsample.0.", "shortcut.").replace("downsample.1.", "shortcut.norm.")
         out[new] = value.detach().cpu().numpy() if hasattr(value, "detach") else value
     return {"model": out, "__author__": "torchvision", "matching_heuristics": True}
+
+
+def export_to_zoo(
+    checkpoint: str | os.PathLike,
+    name: str,
+    *,
+    config: str,
+    score_threshold: float | None = None,
+    description: str = "",
+    figures: dict[str, Any] | None = None,
+    zoo_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Store a checkpoint's model as a compact fp16 ``.safetensors`` shipped as ``emdet://name``.
+
+    Floating-point tensors are halved to fp16 (the model is float32 again when loaded; fp16
+    keeps 3 significant digits, far below what 2 000 iterations of SGD resolve), other tensors
+    kept. The file's metadata and ``models.json`` record the config that trained it, the
+    calibrated ``score_threshold`` (read by predict), its sha256 and size. Both files are
+    written atomically; the entry of another name is left as it is.
+
+    Returns
+    -------
+    dict
+        The ``models.json`` entry.
+    """
+    import json
+
+    import torch
+    from safetensors.torch import save
+
+    from emdet.utils.atomic import atomic_write_many
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name):
+        raise WeightsError(f"model name {name!r}: use lower-case letters, digits, '.', '_', '-'")
+    data = load_weights_file(checkpoint)
+    state = data.get("model", data)
+    tensors = {}
+    for key, value in state.items():
+        value = torch.as_tensor(value).detach().cpu()
+        tensors[key] = (value.half() if value.is_floating_point() else value).contiguous()
+    if score_threshold is None and isinstance(data.get("score_threshold"), int | float):
+        score_threshold = float(data["score_threshold"])
+    metadata = {"emdet_name": name, "config": config, "source": os.path.basename(
+        os.fspath(checkpoint)), "iteration": str(data.get("iteration", ""))}
+    if score_threshold is not None:
+        metadata["score_threshold"] = f"{score_threshold:.6g}"
+    blob = save(tensors, metadata=metadata)
+    zoo = os.fspath(zoo_dir) if zoo_dir is not None else ZOO_DIR
+    import hashlib
+
+    entry = {"file": f"{name}.safetensors", "sha256": hashlib.sha256(blob).hexdigest(),
+             "bytes": len(blob), "config": config, "description": description,
+             "iteration": data.get("iteration"), "score_threshold": score_threshold,
+             "figures": figures or {}}
+    index_path = os.path.join(zoo, "models.json")
+    index = {}
+    if os.path.isfile(index_path):
+        with open(index_path, encoding="utf-8") as f:
+            index = json.load(f)
+    index[name] = entry
+    atomic_write_many([(os.path.join(zoo, entry["file"]), blob),
+                       (index_path, json.dumps(index, indent=2, sort_keys=True) + "\n")])
+    return entry
+
+
+def stored_score_threshold(path: str | os.PathLike) -> float | None:
+    """The ``score_threshold`` a weights file carries itself (checkpoint key or safetensors
+    metadata), or None."""
+    path = os.fspath(path)
+    value: Any = None
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as f:
+                value = (f.metadata() or {}).get("score_threshold")
+        except Exception:  # noqa: BLE001 - an unreadable file is reported when it is loaded
+            return None
+    elif path.endswith((".pth", ".pt")):
+        try:
+            value = load_weights_file(path).get("score_threshold")
+        except WeightsError:
+            return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if 0 <= value <= 1 else None

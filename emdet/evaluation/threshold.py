@@ -112,16 +112,24 @@ def read_threshold(weights: str | os.PathLike) -> float | None:
     weights) comes first; else :data:`THRESHOLD_FILE` beside the file (written by the last
     evaluation of the run, the one of ``model_final.pth``).
     """
-    path = Path(weights)
-    if path.suffix in (".pth", ".pt") and path.is_file():
-        from emdet.engine.weights import WeightsError, load_weights_file
+    from emdet.engine.weights import (
+        EMDET_PREFIX,
+        WeightsError,
+        resolve_weights,
+        stored_score_threshold,
+    )
 
+    if str(weights).startswith(EMDET_PREFIX):
         try:
-            stored = load_weights_file(path).get("score_threshold")
+            weights = resolve_weights(str(weights))
         except WeightsError:
-            stored = None  # loading the model reports it
-        if isinstance(stored, int | float) and 0 <= stored <= 1:
-            return float(stored)
+            return None  # loading the model reports it
+        return stored_score_threshold(weights)
+    path = Path(weights)
+    if path.is_file():
+        stored = stored_score_threshold(path)
+        if stored is not None:
+            return stored
     path = path.parent / THRESHOLD_FILE
     if not path.is_file():
         return None

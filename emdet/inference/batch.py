@@ -271,7 +271,8 @@ def inference_cfg(cfg, options: PredictOptions, *, log: bool = False):
     from emdet.evaluation.threshold import THRESHOLD_FILE, read_threshold
 
     threshold = options.score_threshold
-    if threshold is None and cfg.MODEL.WEIGHTS and "://" not in str(cfg.MODEL.WEIGHTS):
+    weights = str(cfg.MODEL.WEIGHTS)
+    if threshold is None and weights and ("://" not in weights or weights.startswith("emdet://")):
         threshold = read_threshold(cfg.MODEL.WEIGHTS)
         if threshold is not None and log:
             logger.info("score threshold %.3f, calibrated on the validation set (stored in the "

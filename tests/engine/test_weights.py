@@ -169,3 +169,29 @@ def test_shipped_model_names_resolve_and_a_damaged_file_is_refused(tmp_path, mon
     (zoo / "m.safetensors").unlink()
     with pytest.raises(WeightsError, match="missing from this install"):
         resolve_weights("emdet://tiny")
+
+
+def test_exported_model_loads_by_name_with_its_threshold(tmp_path, monkeypatch):
+    from emdet.engine import weights
+    from emdet.evaluation.threshold import read_threshold
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    torch.save({"model": model.state_dict(), "iteration": 99, "score_threshold": 0.42},
+               tmp_path / "model_best.pth")
+    entry = weights.export_to_zoo(tmp_path / "model_best.pth", "tiny-net", config="c.yaml",
+                                  zoo_dir=tmp_path / "zoo")
+    assert entry["score_threshold"] == 0.42 and entry["iteration"] == 99
+    monkeypatch.setattr(weights, "ZOO_DIR", str(tmp_path / "zoo"))
+    assert weights.model_zoo()["tiny-net"]["sha256"] == weights.sha256_of(
+        tmp_path / "zoo" / "tiny-net.safetensors")
+    assert read_threshold("emdet://tiny-net") == pytest.approx(0.42)
+    stored = weights.load_weights_file(resolve_weights("emdet://tiny-net"))
+    assert all(v.dtype == torch.float16 for v in stored.values())
+    fresh = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    AtomicCheckpointer(fresh).load("emdet://tiny-net")
+    x = torch.randn(5, 4)
+    assert next(fresh.parameters()).dtype == torch.float32
+    np.testing.assert_allclose(fresh(x).detach(), model(x).detach(), rtol=1e-2, atol=1e-2)
+    with pytest.raises(WeightsError, match="lower-case"):
+        weights.export_to_zoo(tmp_path / "model_best.pth", "Bad Name", config="c.yaml",
+                              zoo_dir=tmp_path / "zoo")
