@@ -111,8 +111,12 @@ def test_scorer_gives_the_known_figures():
     # a COCO results list (image ids of gt) scores the same as the set
     results = [a for a in _coco([t1, t2])["annotations"]]
     assert score_instances(gt, results)["f1"] == 1
-    with pytest.raises(InstanceScoreError, match="other.png"):
+    with pytest.raises(InstanceScoreError, match="none of its 1 images .*other.png"):
         score_instances(gt, _coco([t1], names=["other.png"]))
+    # predictions of a whole folder score against its annotated part; unpredicted images
+    # count as found nothing
+    folder = score_instances(gt, _coco([t2, t1], names=["im1.png", "extra.png"]))
+    assert folder["n_found"] == 1 and folder["recall"] == pytest.approx(1 / 4)
 
 
 def test_run_baseline_writes_everything_or_refuses(tmp_path):

@@ -12,7 +12,9 @@ and for a classical pipeline (:mod:`emdet.classical`), so their rows can stand s
   over every object of the set (diameters ``sqrt(4 area / pi)``, in pixels).
 
 Predicted images are paired with annotated ones by ``file_name`` (or its base name when the
-paths differ), never by id: predict numbers its images in its own order.
+paths differ), never by id: predict numbers its images in its own order. Predicted images
+without annotations are left out (predict may have run on the whole folder); annotated images
+without predictions count as found nothing.
 
 Examples
 --------
@@ -63,7 +65,12 @@ def _load(coco: Any, what: str) -> tuple[Any, str]:
 
 
 def _image_pairs(gt: Mapping, pred: Mapping, pred_name: str) -> dict[Any, Any]:
-    """Predicted image id -> annotated image id, by file name, then by base name."""
+    """Predicted image id -> annotated image id, by file name, then by base name.
+
+    Predicted images that are not annotated (predict ran on a whole folder, the annotations
+    are its test split) are left out; a base name shared by several annotated images, or no
+    pair at all, is an error.
+    """
     by_name = {im["file_name"]: im["id"] for im in gt["images"]}
     by_base: dict[str, list] = {}
     for im in gt["images"]:
@@ -75,14 +82,19 @@ def _image_pairs(gt: Mapping, pred: Mapping, pred_name: str) -> dict[Any, Any]:
             pairs[im["id"]] = by_name[name]
             continue
         base = by_base.get(PurePosixPath(name.replace("\\", "/")).name, [])
-        if len(base) != 1:
+        if len(base) > 1:
             raise InstanceScoreError(
-                f"{pred_name}: image {name!r} is "
-                + ("not among" if not base else "ambiguous among")
-                + " the annotated images (paired by file_name or its base name). Score "
-                "predictions of the annotated set's own images."
+                f"{pred_name}: image {name!r} matches {len(base)} annotated images by its base "
+                "name; give predictions whose file_name is the annotations' own."
             )
-        pairs[im["id"]] = base[0]
+        if base:
+            pairs[im["id"]] = base[0]
+    if pred.get("images") and not pairs:
+        raise InstanceScoreError(
+            f"{pred_name}: none of its {len(pred['images'])} images (e.g. "
+            f"{pred['images'][0].get('file_name')!r}) is among the annotated images (paired by "
+            "file_name or its base name); score predictions of the annotated images."
+        )
     return pairs
 
 
@@ -160,7 +172,8 @@ def score_instances(
                     f"{pred_name}: annotation {a.get('id')!r} has no 'score'; these look like "
                     "annotations, not predictions."
                 )
-            results.append(dict(a) | {"image_id": pairs[a["image_id"]]})
+            if a["image_id"] in pairs:
+                results.append(dict(a) | {"image_id": pairs[a["image_id"]]})
     images = {im["id"]: im for im in gt["images"]}
     for r in results:
         if r["image_id"] not in images:
