@@ -139,6 +139,22 @@ def learned(ds: Path, out: Path, init: str, weights: str, config: Path, fresh: b
             "threshold": threshold}
 
 
+def eval_only_ap(ds: Path, out: Path, init: str, fresh: bool) -> tuple[float, float] | None:
+    """Mask AP/AP50 of ``train_net.py --eval-only`` on the test split, to set beside predict's."""
+    run = out / init
+    log = out / f"eval_only_{init}.log"
+    if not log.is_file() or fresh:
+        _run([sys.executable, "tools/train_net.py", "--config-file", CONFIG, "--eval-only",
+              "MODEL.WEIGHTS", run / "model_best.pth", "DATASETS.TEST", "('emps_fewshot_test',)",
+              "OUTPUT_DIR", run / "eval_test", "EMDET.DATASETS_ROOT", ds.parent], log)
+    lines = log.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.endswith("copypaste: Task: segm") and i + 2 < len(lines):
+            values = lines[i + 2].split("copypaste: ")[-1].split(",")
+            return float(values[0]), float(values[1])
+    return None
+
+
 def pretrained_only(ds: Path, out: Path, fresh: bool) -> dict:
     figures, threshold = _predict_and_score(ds, CONFIG, "emdet://em-particles-r18", out,
                                             "em-pretrained-only", fresh)
@@ -193,6 +209,12 @@ def main(argv: list[str] | None = None) -> None:
         elif step == "em-pretrained":
             rows.append(learned(ds, out, "em-pretrained", "emdet://em-particles-r18", CONFIG,
                                 args.fresh))
+            check = eval_only_ap(ds, out, "em-pretrained", args.fresh)
+            if check:
+                rows[-1]["eval_only_ap"], rows[-1]["eval_only_ap50"] = check
+                print(f"em-pretrained, test split: --eval-only mask AP {check[0]:.2f} / AP50 "
+                      f"{check[1]:.2f}; predict + score_instances {rows[-1]['ap']:.2f} / "
+                      f"{rows[-1]['ap50']:.2f}", flush=True)
         elif step == "em-pretrained-only":
             rows.append(pretrained_only(ds, out, args.fresh))
         elif step == "imagenet":

@@ -195,3 +195,31 @@ def test_exported_model_loads_by_name_with_its_threshold(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="lower-case"):
         weights.export_to_zoo(tmp_path / "model_best.pth", "Bad Name", config="c.yaml",
                               zoo_dir=tmp_path / "zoo")
+
+
+def test_the_shipped_particles_model_loads_by_name_into_the_real_recipe():
+    """emdet://em-particles-r18 is in the repository, sha256-checked, and fills every weight of
+    configs/real/mask_rcnn_cpu.yaml (nothing left at random initialisation)."""
+    from pathlib import Path
+
+    from detectron2.modeling import build_model
+    from safetensors.torch import load_file
+
+    from emdet.config import load_config
+    from emdet.engine.weights import model_zoo
+    from emdet.evaluation.threshold import read_threshold
+
+    entry = model_zoo()["em-particles-r18"]
+    path = resolve_weights("emdet://em-particles-r18")
+    assert Path(path).stat().st_size == entry["bytes"] < 50 * 2**20
+    assert 0 < read_threshold("emdet://em-particles-r18") < 1
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs/real/mask_rcnn_cpu.yaml",
+                      ["MODEL.DEVICE", "cpu"])
+    assert cfg.MODEL.WEIGHTS == "emdet://em-particles-r18"
+    model = build_model(cfg)
+    AtomicCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    stored = load_file(path)
+    state = model.state_dict()
+    assert sorted(stored) == sorted(state)
+    for key, value in stored.items():
+        assert torch.equal(state[key], value.float()), key
