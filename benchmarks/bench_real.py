@@ -9,7 +9,9 @@ What a user does, with the project's own tools:
    split command: a few-shot split of 12 train / 10 val / 44 test images, and a disjoint
    pre-training pool (279 train / 21 val) that trained ``emdet://em-particles-r18``
    (``configs/pretrain/em_particles_r18.yaml``);
-2. ``classical_baseline.py`` tunes Otsu/local threshold + watershed on the 12 training images;
+2. ``classical_baseline.py`` tunes Otsu/local threshold + watershed on the 12 training images
+   (and, as an optimistic reference, the same settings with the particle polarity decided per
+   image, a choice made by looking at the test figures: ``classical-auto``);
 3. ``train_net.py --config-file configs/real/mask_rcnn_cpu.yaml`` fine-tunes from random
    weights (``scratch``), from the shipped EM-pretrained model (``em-pretrained``) and, when a
    local torchvision ResNet-18 file is given, from ImageNet (``imagenet``), each keeping
@@ -92,6 +94,30 @@ def classical(ds: Path, out: Path, fresh: bool) -> dict:
             "load": timing["load"], **{k: figures[k] for k in FIGURES},
             "n_found": figures["n_found"], "n_annotated": figures["n_annotated"],
             "threshold": None}
+
+
+def classical_auto(ds: Path, out: Path, fresh: bool) -> dict:
+    """The tuned classical settings with polarity decided per image ("auto").
+
+    On the 12 training images "auto" scores the same as the tuned "dark" (F1 0.633), but the
+    test split also holds SEM images of bright particles, where it does better: an optimistic
+    reference, since the choice was made by looking at the test figures.
+    """
+    target = out / "classical_auto"
+    if not (target / "figures.json").is_file() or fresh:
+        params = json.loads((out / "classical" / "params.json").read_text())
+        params["params"]["polarity"] = "auto"
+        target.mkdir(parents=True, exist_ok=True)
+        (out / "classical_auto_params.json").write_text(json.dumps(params))
+        _run([sys.executable, "tools/classical_baseline.py", "--params",
+              out / "classical_auto_params.json", "--apply",
+              ds / "annotations/fewshot_test.json", "--output", target, "--overwrite"],
+             out / "classical_auto.log")
+    figures = json.loads((target / "figures.json").read_text())
+    return {"method": "classical, polarity per image (chosen on the test split: optimistic)",
+            "init": "--", "iterations": 0, "train_minutes": None, "load": None,
+            **{k: figures[k] for k in FIGURES}, "n_found": figures["n_found"],
+            "n_annotated": figures["n_annotated"], "threshold": None}
 
 
 def _predict_and_score(ds: Path, config: Path, weights: str, out: Path, name: str,
@@ -187,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--emps", default=REPO.parent / "shared/data/emps_train", type=Path)
     p.add_argument("--imagenet", default=None, help="local torchvision resnet18 .pth")
     p.add_argument("--only", nargs="+", default=None,
-                   choices=["classical", "scratch", "em-pretrained", "em-pretrained-only",
+                   choices=["classical", "classical-auto", "scratch", "em-pretrained", "em-pretrained-only",
                             "imagenet"])
     p.add_argument("--fresh", action="store_true", help="redo steps whose outputs exist")
     args = p.parse_args(argv)
@@ -197,13 +223,15 @@ def main(argv: list[str] | None = None) -> None:
     out = args.output.resolve()
     out.mkdir(parents=True, exist_ok=True)
     ds = prepare_data(args.emps, out / "datasets", args.fresh)
-    wanted = args.only or ["classical", "scratch", "em-pretrained", "em-pretrained-only"] + (
-        ["imagenet"] if args.imagenet else [])
+    wanted = args.only or ["classical", "classical-auto", "scratch", "em-pretrained",
+                           "em-pretrained-only"] + (["imagenet"] if args.imagenet else [])
     print(f"bench_real: {os.cpu_count()} CPU cores, load {_load():.2f}", flush=True)
     rows = []
     for step in wanted:
         if step == "classical":
             rows.append(classical(ds, out, args.fresh))
+        elif step == "classical-auto":
+            rows.append(classical_auto(ds, out, args.fresh))
         elif step == "scratch":
             rows.append(learned(ds, out, "scratch", "", CONFIG, args.fresh))
         elif step == "em-pretrained":
