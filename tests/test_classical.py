@@ -108,6 +108,14 @@ def test_scorer_gives_the_known_figures():
                           score_threshold=0.5)
     assert fig["precision"] == 1 and fig["recall"] == pytest.approx(3 / 4)
     assert fig["count_error"] == pytest.approx((1 / 3 + 0) / 2)
+    assert fig["count_error_total"] == pytest.approx(1 / 4)
+    # sizes: image 2's one disc found at radius 5 instead of 10; image 1 exact
+    _, small = discs((64, 64), [(32, 32)], 5)
+    fig = score_instances(gt, _coco([t1, small]))
+    d = lambda labels: 2 * np.sqrt((labels > 0).sum() / np.pi)  # noqa: E731
+    assert fig["median_diameter_error_per_image"] == pytest.approx(
+        (0 + abs(d(small) - d(t2)) / d(t2)) / 2)
+    assert fig["median_diameter_error"] == 0  # pooled medians: three small discs each side
     # a COCO results list (image ids of gt) scores the same as the set
     results = [a for a in _coco([t1, t2])["annotations"]]
     assert score_instances(gt, results)["f1"] == 1

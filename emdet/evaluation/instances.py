@@ -7,9 +7,13 @@ and for a classical pipeline (:mod:`emdet.classical`), so their rows can stand s
 - mask AP and AP50 by pycocotools' ``COCOeval`` (``segm``), over all predictions;
 - at a score threshold: precision, recall and F1 of objects matched one-to-one at mask IoU
   >= 0.5 (highest score first, :func:`emdet.evaluation.threshold.match_by_score`);
-- count error: the mean over images of ``|found - annotated| / annotated``;
-- median equivalent-diameter error: ``|median found - median annotated| / median annotated``
-  over every object of the set (diameters ``sqrt(4 area / pi)``, in pixels).
+- count error: the mean over images of ``|found - annotated| / annotated``, and of the whole
+  set (``count_error_total``);
+- median equivalent-diameter error (diameters ``sqrt(4 area / pi)``, in pixels): per image
+  ``|median found - median annotated| / median annotated`` averaged over the annotated images
+  (1 where nothing was found; ``median_diameter_error_per_image``, the figure for a set of
+  different samples), and the same of the pooled objects of the whole set
+  (``median_diameter_error``, meaningful when all images show one sample).
 
 Predicted images are paired with annotated ones by ``file_name`` (or its base name when the
 paths differ), never by id: predict numbers its images in its own order. Predicted images
@@ -149,8 +153,9 @@ def score_instances(
     -------
     dict
         ``ap, ap50`` (percent), ``precision, recall, f1``, ``n_found, n_annotated``,
-        ``count_error`` (mean relative per-image error, fraction), ``median_diameter_found``,
-        ``median_diameter_annotated`` (px), ``median_diameter_error`` (fraction),
+        ``count_error`` (mean relative per-image error, fraction), ``count_error_total``,
+        ``median_diameter_found``, ``median_diameter_annotated`` (px, pooled),
+        ``median_diameter_error`` (pooled), ``median_diameter_error_per_image`` (fractions),
         ``score_threshold``, ``n_images``.
     """
     from pycocotools import mask as mask_util
@@ -215,7 +220,7 @@ def score_instances(
         if not a.get("iscrowd", 0):
             gt_by_image[a["image_id"]].append(a)
     tp = n_found = n_gt = 0
-    count_errors, d_found, d_gt = [], [], []
+    count_errors, size_errors, d_found, d_gt = [], [], [], []
     for image_id, im in images.items():
         h, w = int(im["height"]), int(im["width"])
         dets, anns = by_image[image_id], gt_by_image[image_id]
@@ -227,10 +232,14 @@ def score_instances(
             iou = np.zeros((len(dets), len(anns)))
         tp += int(match_by_score(iou, np.array([d["score"] for d in dets]), min_iou).sum())
         n_found, n_gt = n_found + len(dets), n_gt + len(anns)
+        found = [np.sqrt(4 * a / np.pi) for a in mask_util.area(dt_rle)] if dt_rle else []
+        annotated = [np.sqrt(4 * a / np.pi) for a in mask_util.area(gt_rle)] if gt_rle else []
         if anns:
             count_errors.append(abs(len(dets) - len(anns)) / len(anns))
-        d_found += [np.sqrt(4 * a / np.pi) for a in mask_util.area(dt_rle)] if dt_rle else []
-        d_gt += [np.sqrt(4 * a / np.pi) for a in mask_util.area(gt_rle)] if gt_rle else []
+            size_errors.append(abs(np.median(found) - np.median(annotated)) / np.median(annotated)
+                               if found else 1.0)
+        d_found += found
+        d_gt += annotated
     fp, fn = n_found - tp, n_gt - tp
     figures |= {
         "n_found": n_found,
@@ -239,6 +248,9 @@ def score_instances(
         "recall": tp / n_gt if n_gt else 0.0,
         "f1": 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else 0.0,
         "count_error": float(np.mean(count_errors)) if count_errors else float("nan"),
+        "count_error_total": abs(n_found - n_gt) / n_gt if n_gt else float("nan"),
+        "median_diameter_error_per_image": (float(np.mean(size_errors)) if size_errors
+                                            else float("nan")),
         "median_diameter_found": float(np.median(d_found)) if d_found else float("nan"),
         "median_diameter_annotated": float(np.median(d_gt)) if d_gt else float("nan"),
     }
