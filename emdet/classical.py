@@ -7,11 +7,10 @@ model's figures beside it, tuned on the same training images (:func:`tune`), so 
 real data says whether the model is worth training.
 
 Every step is scikit-image / SciPy (``threshold_otsu``, ``threshold_local``,
-``distance_transform_edt``, ``peak_local_max``, ``h_maxima``, ``watershed``); only the grid search
-and the object matching used to score it are ours. Matching here works on label images
-(a contingency table by ``np.bincount``, one pass per image) instead of per-object RLE IoU,
-because the grid search scores hundreds of settings on every training image; the figures
-reported for a test set come from :func:`emdet.evaluation.instances.score_instances`, the same
+``distance_transform_edt``, ``peak_local_max``, ``h_maxima``, ``watershed``); only the
+parameter search is ours. Its objects are matched with pycocotools' mask IoU and the one-to-one
+rule of :func:`emdet.evaluation.threshold.match_by_score`, and the figures reported for a test
+set come from :func:`emdet.evaluation.instances.score_instances`, the same
 scorer as for the learned models.
 
 Examples
@@ -187,7 +186,7 @@ def segment_particles(
         Any dtype; normalised by its 0.5/99.5 percentiles (colour averaged to grey).
     params : ClassicalParams, optional
     foreground : ndarray of bool, shape (H, W), optional
-        A foreground already computed for these params (the grid search reuses it).
+        A foreground already computed for these params (the parameter search reuses it).
 
     Returns
     -------
@@ -211,20 +210,18 @@ def label_f1(
 ) -> tuple[int, int, int]:
     """Matched objects between two label images: ``(true positives, found, annotated)``.
 
-    One-to-one at IoU >= ``min_iou``, highest score first, as
-    :func:`emdet.evaluation.threshold.match_by_score`; IoU from one contingency table.
+    One-to-one at mask IoU >= ``min_iou`` (pycocotools), highest score first, as
+    :func:`emdet.evaluation.threshold.match_by_score` and the scorer of the learned models.
     """
-    n_p, n_t = int(pred.max()), int(truth.max())
-    if n_p == 0 or n_t == 0:
-        return 0, n_p, len(np.unique(truth[truth > 0]))
-    table = np.bincount(pred.ravel().astype(np.int64) * (n_t + 1) + truth.ravel(),
-                        minlength=(n_p + 1) * (n_t + 1)).reshape(n_p + 1, n_t + 1)
-    area_p, area_t = table.sum(1)[1:], table.sum(0)[1:]
-    present = area_t > 0
-    inter = table[1:, 1:][:, present]
-    iou = inter / (area_p[:, None] + area_t[present][None, :] - inter)
-    tp = int(match_by_score(iou, scores, min_iou).sum())
-    return tp, n_p, int(present.sum())
+    from pycocotools import mask as mask_util
+
+    dt = [a["segmentation"] for a in labels_to_annotations(pred, scores)]
+    n_truth = len(np.unique(truth[truth > 0]))
+    gt = [a["segmentation"] for a in labels_to_annotations(truth, np.ones(n_truth))]
+    if not dt or not gt:
+        return 0, len(dt), len(gt)
+    iou = np.asarray(mask_util.iou(dt, gt, [0] * len(gt)), float).reshape(len(dt), len(gt))
+    return int(match_by_score(iou, np.asarray(scores, float), min_iou).sum()), len(dt), len(gt)
 
 
 def _score(fgs: Sequence[np.ndarray], truths: Sequence[np.ndarray], p: ClassicalParams
