@@ -205,6 +205,24 @@ def segment_particles(
     return labels, scores
 
 
+def _label_rles(labels: np.ndarray) -> list[dict[str, Any]]:
+    n = len(np.unique(labels[labels > 0]))
+    return [a["segmentation"] for a in labels_to_annotations(labels, np.ones(n))]
+
+
+def _match(pred: np.ndarray, scores: np.ndarray, truth_rles: Sequence[dict], min_iou: float
+           ) -> tuple[int, int, int]:
+    from pycocotools import mask as mask_util
+
+    dt = [a["segmentation"] for a in labels_to_annotations(pred, scores)]
+    if not dt or not truth_rles:
+        return 0, len(dt), len(truth_rles)
+    iou = np.asarray(mask_util.iou(dt, list(truth_rles), [0] * len(truth_rles)), float)
+    iou = iou.reshape(len(dt), len(truth_rles))
+    tp = int(match_by_score(iou, np.asarray(scores, float), min_iou).sum())
+    return tp, len(dt), len(truth_rles)
+
+
 def label_f1(
     pred: np.ndarray, scores: np.ndarray, truth: np.ndarray, min_iou: float = 0.5
 ) -> tuple[int, int, int]:
@@ -213,23 +231,15 @@ def label_f1(
     One-to-one at mask IoU >= ``min_iou`` (pycocotools), highest score first, as
     :func:`emdet.evaluation.threshold.match_by_score` and the scorer of the learned models.
     """
-    from pycocotools import mask as mask_util
-
-    dt = [a["segmentation"] for a in labels_to_annotations(pred, scores)]
-    n_truth = len(np.unique(truth[truth > 0]))
-    gt = [a["segmentation"] for a in labels_to_annotations(truth, np.ones(n_truth))]
-    if not dt or not gt:
-        return 0, len(dt), len(gt)
-    iou = np.asarray(mask_util.iou(dt, gt, [0] * len(gt)), float).reshape(len(dt), len(gt))
-    return int(match_by_score(iou, np.asarray(scores, float), min_iou).sum()), len(dt), len(gt)
+    return _match(pred, scores, _label_rles(truth), min_iou)
 
 
-def _score(fgs: Sequence[np.ndarray], truths: Sequence[np.ndarray], p: ClassicalParams
+def _score(fgs: Sequence[np.ndarray], truth_rles: Sequence[Sequence[dict]], p: ClassicalParams
            ) -> dict[str, float]:
     tp = found = annotated = 0
-    for fg, truth in zip(fgs, truths, strict=True):
+    for fg, rles in zip(fgs, truth_rles, strict=True):
         labels, scores = segment_particles(None, p, foreground=fg)
-        a, b, c = label_f1(labels, scores, truth)
+        a, b, c = _match(labels, scores, rles, 0.5)
         tp, found, annotated = tp + a, found + b, annotated + c
     return {"precision": tp / found if found else 0.0,
             "recall": tp / annotated if annotated else 0.0,
@@ -284,6 +294,7 @@ def tune(
     if unknown:
         raise ValueError(f"unknown grid key(s) {unknown}")
     fg_keys = ("polarity", "threshold", "blur", "block")
+    truth_rles = [_label_rles(t) for t in truths]  # encoded once, matched by every setting
     foregrounds: dict[tuple, list[np.ndarray]] = {}
     scored: dict[ClassicalParams, dict[str, float]] = {}
 
@@ -293,7 +304,7 @@ def tune(
             if key not in foregrounds:
                 foregrounds.clear()  # one foreground set in memory: they are cheap to redo
                 foregrounds[key] = [_foreground(im, p) for im in images]
-            scored[p] = _score(foregrounds[key], truths, p)
+            scored[p] = _score(foregrounds[key], truth_rles, p)
         return scored[p]["f1"]
 
     best = start or ClassicalParams()

@@ -61,11 +61,11 @@ def _load(coco: Any, what: str) -> tuple[Any, str]:
         raise FileNotFoundError(f"{path} does not exist")
     try:
         data = strictjson.loads(path.read_text(encoding="utf-8-sig"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InstanceScoreError(f"{path}: not a strict JSON file ({e})") from None
+    except (ValueError, UnicodeDecodeError):
+        return read_coco(path), str(path)  # its message names the line, column or value
     if isinstance(data, list):
         return data, str(path)
-    return read_coco(path), str(path)
+    return check_coco(data, path), str(path)
 
 
 def _image_pairs(gt: Mapping, pred: Mapping, pred_name: str) -> dict[Any, Any]:
@@ -103,20 +103,9 @@ def _image_pairs(gt: Mapping, pred: Mapping, pred_name: str) -> dict[Any, Any]:
 
 
 def _rles(anns: Sequence[Mapping], height: int, width: int) -> list[dict]:
-    from pycocotools import mask as mask_util
+    from emdet.inference.rle import segmentation_to_rle
 
-    out = []
-    for a in anns:
-        seg = a["segmentation"]
-        if isinstance(seg, list):
-            out.append(mask_util.merge(mask_util.frPyObjects(seg, height, width)))
-        elif isinstance(seg.get("counts"), list):
-            out.append(mask_util.frPyObjects(seg, height, width))
-        else:
-            counts = seg["counts"]
-            out.append({"size": list(seg["size"]),
-                        "counts": counts.encode() if isinstance(counts, str) else counts})
-    return out
+    return [segmentation_to_rle(a["segmentation"], height, width) for a in anns]
 
 
 def _mean_valid(precision: np.ndarray) -> float:

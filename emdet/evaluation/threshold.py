@@ -159,24 +159,16 @@ class ScoreThresholdEvaluator(DatasetEvaluator):
         self._images: list[tuple[np.ndarray, np.ndarray, int]] = []
 
     def _gt_objects(self, record: dict) -> tuple[list, np.ndarray]:
-        from pycocotools import mask as mask_util
+        from emdet.inference.rle import segmentation_to_rle
 
         anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
         h, w = record["height"], record["width"]
         boxes = np.array([_xyxy(a) for a in anns], float).reshape(-1, 4)
         if not self.use_masks:
             return [], boxes
-        rles = []
-        for a in anns:
-            seg = a.get("segmentation")
-            if isinstance(seg, dict):
-                rle = seg if isinstance(seg.get("counts"), (str, bytes)) else \
-                    mask_util.frPyObjects(seg, h, w)
-            elif seg:
-                rle = mask_util.merge(mask_util.frPyObjects(seg, h, w))
-            else:  # a box-only annotation: its box as the mask
-                rle = mask_util.frPyObjects([_box_polygon(a)], h, w)[0]
-            rles.append(rle)
+        # a box-only annotation: its box as the mask
+        rles = [segmentation_to_rle(a.get("segmentation") or [_box_polygon(a)], h, w)
+                for a in anns]
         return rles, boxes
 
     def process(self, inputs: Sequence[dict], outputs: Sequence[dict]) -> None:

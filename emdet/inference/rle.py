@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MaskCrop", "crop_to_rle", "rle_area", "rle_to_crop", "segmentation_to_crop"]
+__all__ = ["MaskCrop", "crop_to_rle", "rle_area", "rle_to_crop", "segmentation_to_crop",
+           "segmentation_to_rle"]
 
 
 @dataclass
@@ -202,6 +203,23 @@ def rle_area(rle: Mapping[str, Any]) -> int:
     if isinstance(counts, (str, bytes)):
         counts = _counts_from_string(counts)
     return int(sum(counts[1::2]))
+
+
+def segmentation_to_rle(
+    segmentation: Mapping[str, Any] | Sequence[Sequence[float]], height: int, width: int
+) -> dict[str, Any]:
+    """A COCO ``segmentation`` as one RLE that pycocotools' ``iou``/``area`` take.
+
+    Compressed RLE is returned as it is, uncompressed RLE (list counts) compressed, and the
+    polygons of one object merged into one RLE, rasterised as pycocotools (and detectron2) do.
+    """
+    from pycocotools import mask as mask_util
+
+    if isinstance(segmentation, Mapping):
+        if isinstance(segmentation.get("counts"), str | bytes):
+            return dict(segmentation)
+        return mask_util.frPyObjects(dict(segmentation), height, width)
+    return mask_util.merge(mask_util.frPyObjects([list(p) for p in segmentation], height, width))
 
 
 def segmentation_to_crop(
