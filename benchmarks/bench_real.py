@@ -42,8 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 SPLIT = "fewshot_train=12,fewshot_val=10,fewshot_test=44,pretrain_train=0.93,pretrain_val=0.07"
 CONFIG = REPO / "configs/real/mask_rcnn_cpu.yaml"
 IMAGENET_CONFIG = REPO / "configs/real/mask_rcnn_imagenet_cpu.yaml"
-FIGURES = ("ap", "ap50", "f1", "count_error", "count_error_total", "median_diameter_error",
-           "median_diameter_error_per_image")
+FIGURES = ("ap", "ap50", "f1", "n_found", "n_annotated", "count_error", "count_error_total",
+           "median_diameter_error", "median_diameter_error_per_image")
 
 
 def _run(cmd: list[str], log: Path) -> float:
@@ -104,8 +104,7 @@ def classical(ds: Path, out: Path, fresh: bool, train: str = "fewshot_train") ->
             + ("12" if train == "fewshot_train" else f"{n_train} of the pre-training pool"),
             "init": "-" if train == "fewshot_train" else "- (full)", "iterations": 0,
             "train_minutes": timing["minutes"], "load": timing["load"],
-            **{k: figures[k] for k in FIGURES}, "n_found": figures["n_found"],
-            "n_annotated": figures["n_annotated"], "threshold": None}
+            **{k: figures[k] for k in FIGURES}, "threshold": None}
 
 
 def classical_auto(ds: Path, out: Path, fresh: bool) -> dict:
@@ -128,8 +127,7 @@ def classical_auto(ds: Path, out: Path, fresh: bool) -> dict:
     figures = _rescore(ds, target)
     return {"method": "classical, polarity per image (chosen on the test split: optimistic)",
             "init": "--", "iterations": 0, "train_minutes": None, "load": None,
-            **{k: figures[k] for k in FIGURES}, "n_found": figures["n_found"],
-            "n_annotated": figures["n_annotated"], "threshold": None}
+            **{k: figures[k] for k in FIGURES}, "threshold": None}
 
 
 def _predict_and_score(ds: Path, config: Path, weights: str, out: Path, name: str,
@@ -173,7 +171,6 @@ def learned(ds: Path, out: Path, init: str, weights: str, config: Path, fresh: b
     return {"method": "Mask R-CNN R-18-FPN (configs/real/mask_rcnn_cpu.yaml)", "init": init,
             "iterations": iteration, "train_minutes": timing.get("minutes"),
             "load": timing.get("load"), **{k: figures[k] for k in FIGURES},
-            "n_found": figures["n_found"], "n_annotated": figures["n_annotated"],
             "threshold": threshold}
 
 
@@ -198,8 +195,7 @@ def pretrained_only(ds: Path, out: Path, fresh: bool) -> dict:
                                             "em-pretrained-only", fresh)
     return {"method": "emdet://em-particles-r18 as shipped (no few-shot labels)",
             "init": "em-pretrained", "iterations": 0, "train_minutes": 0.0, "load": None,
-            **{k: figures[k] for k in FIGURES}, "n_found": figures["n_found"],
-            "n_annotated": figures["n_annotated"], "threshold": threshold}
+            **{k: figures[k] for k in FIGURES}, "threshold": threshold}
 
 
 def table(rows: list[dict]) -> str:
