@@ -29,6 +29,16 @@ def _add_input_config(cfg: CN) -> None:
     cfg.INPUT.EM.CLIP_PERCENTILES = [0.5, 99.5]
     # Median filter size in pixels applied after loading (0 = off; Lin et al. use one).
     cfg.INPUT.EM.MEDIAN_BLUR = 0
+    # Dtype of the network input: "auto" (uint8 for 8-bit files, float32 for 16/32-bit and
+    # float data, which keeps their full precision), "uint8" or "float32"; the same in training,
+    # --eval-only and predict.
+    cfg.INPUT.EM.INPUT_DTYPE = "auto"
+    # Background removal before the percentile stretch: "" (off), "highpass" (minus a Gaussian
+    # blur; either polarity), "rolling_ball" (bright objects: HAADF, SEM) or "rolling_ball_dark"
+    # (dark objects: bright-field TEM).
+    cfg.INPUT.EM.BACKGROUND = ""
+    # Radius (px) of that background: the Gaussian sigma or the ball; above the largest object.
+    cfg.INPUT.EM.BACKGROUND_RADIUS = 50.0
     # Random 90-degree rotations during training (the seeds' augmentation).
     cfg.INPUT.EM.ROT90 = True
     # Random vertical flips during training (horizontal flips: INPUT.RANDOM_FLIP).
@@ -238,6 +248,13 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "DATALOADER.NUM_WORKERS": (0, None, True),
     "EMDET.MAX_LOSS": (0, None, False),
     "EMDET.LOG_PERIOD": (1, None, True),
+    "INPUT.EM.BACKGROUND_RADIUS": (0, None, False),
+}
+
+#: String keys with a fixed set of values.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "INPUT.EM.INPUT_DTYPE": ("auto", "uint8", "float32"),
+    "INPUT.EM.BACKGROUND": ("", "highpass", "rolling_ball", "rolling_ball_dark"),
 }
 
 
@@ -272,6 +289,10 @@ def check_values(cfg: CN, where: str = "config") -> None:
         if any(isinstance(v, float) and not math.isfinite(v) for v in _numbers(value)):
             raise ConfigError(f"{where}: {name} is {value!r}; every number in a config must be "
                               "finite (not NaN or infinite).")
+        choices = _CHOICES.get(name)
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{where}: {name} is {value!r}; it must be one of "
+                              f"{', '.join(repr(c) for c in choices)}.")
         limits = _RANGES.get(name)
         if limits is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue

@@ -57,6 +57,18 @@ def test_wrong_type_names_key(tmp_path):
         load_config(bad)
 
 
+def test_keys_with_fixed_choices_name_the_allowed_values(tmp_path):
+    bad = tmp_path / "bg.yaml"
+    bad.write_text('INPUT:\n  EM:\n    BACKGROUND: "tophat"\n')
+    with pytest.raises(ConfigError, match=r"bg\.yaml.*INPUT\.EM\.BACKGROUND is 'tophat'.*"
+                                          r"'highpass', 'rolling_ball'"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"INPUT\.EM\.INPUT_DTYPE is 'float16'.*'float32'"):
+        load_config(None, ["INPUT.EM.INPUT_DTYPE", "float16"])
+    with pytest.raises(ConfigError, match=r"INPUT\.EM\.BACKGROUND_RADIUS is 0.0"):
+        load_config(None, ["INPUT.EM.BACKGROUND_RADIUS", "0.0"])
+
+
 def test_malformed_yaml_and_missing_file(tmp_path):
     bad = tmp_path / "m.yaml"
     bad.write_text("SOLVER: [unclosed\n")

@@ -1264,9 +1264,11 @@ def load_for_detectron2(
     format: str | None = "BGR",
     page: int | None = None,
     clip_percentiles: tuple[float, float] | None = (0.5, 99.5),
-    out_dtype: type | np.dtype = np.uint8,
+    out_dtype: type | np.dtype | str = np.uint8,
     median_blur: int = 0,
     keep_channels: bool = False,
+    background: str = "",
+    background_radius: float = 50.0,
 ) -> np.ndarray:
     """Read any EM image as the ``(H, W, C)`` array a detectron2 dataset mapper expects.
 
@@ -1288,15 +1290,19 @@ def load_for_detectron2(
         holds more than one frame.
     clip_percentiles : (float, float) or None, default (0.5, 99.5)
         Intensity percentiles mapped to 0 and 255; ``None`` maps the min and max.
-    out_dtype : numpy.uint8 or numpy.float32, default numpy.uint8
+    out_dtype : numpy.uint8, numpy.float32 or "auto", default numpy.uint8
         ``float32`` keeps the 0-255 scale without rounding (so ``MODEL.PIXEL_MEAN/STD`` apply
-        unchanged).
+        unchanged); ``"auto"`` is float32 for files deeper than 8 bits
+        (``INPUT.EM.INPUT_DTYPE``, :func:`emdet.data.preprocess.model_input_dtype`).
     median_blur : int, default 0
         Odd window side of a median filter applied after the intensity stretch (Lin et al.'s
         "naive noise correction"); 0 or 1 turns it off.
     keep_channels : bool, default False
         Keep the colour channels of a colour file (reordered to ``format``) instead of
         converting it to greyscale.
+    background, background_radius : str and float, default "" (off) and 50
+        Background removal before the stretch
+        (:func:`emdet.data.preprocess.subtract_background`).
 
     Returns
     -------
@@ -1326,7 +1332,9 @@ def load_for_detectron2(
             "emdet.data.io.read_series and write_tiff.",
             path=meta.path,
         )
-    options = {"clip_percentiles": clip_percentiles, "out_dtype": out_dtype}
+    options = {"clip_percentiles": clip_percentiles, "out_dtype": out_dtype,
+               "median_blur": median_blur, "background": background,
+               "background_radius": background_radius}
     if image.ndim == 3:  # kept colour channels, RGB(A) order
         image = image[..., :3]
         if fmt == "BGR":
@@ -1334,8 +1342,6 @@ def load_for_detectron2(
         out = preprocess.to_model_input(image, channels=3, **options)
     else:
         out = preprocess.to_model_input(image, channels=1, **options)
-    if median_blur and median_blur > 1:
-        out = preprocess.median_blur(out, size=median_blur)
     if out.shape[2] == 1 and fmt != "L":
         out = np.repeat(out, 3, axis=2)
     return out

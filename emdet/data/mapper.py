@@ -3,7 +3,9 @@
 What differs from ``detectron2.data.DatasetMapper``:
 
 * images are read by :func:`emdet.data.io.load_for_detectron2` (16/32-bit TIFF, dm3/dm4, MRC, ...),
-  with one intensity normalisation (``INPUT.EM.CLIP_PERCENTILES``) and optional median blur;
+  with one intensity normalisation (:func:`emdet.data.preprocess.model_input_options`:
+  ``INPUT.EM.CLIP_PERCENTILES``, ``INPUT_DTYPE``, ``BACKGROUND``, ``MEDIAN_BLUR``), the same as
+  predict's;
 * training adds random 90-degree rotations and vertical flips (exact, no interpolation),
   brightness/contrast/gamma jitter, Gaussian noise and random crops, all from ``INPUT.EM.*``;
 * rotated boxes (``BoxMode.XYWHA_ABS``) follow every geometric transform;
@@ -29,6 +31,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
 from emdet.data.geometry import normalize_rbox, rbox_to_polygon
+from emdet.data.preprocess import model_input_options
 from emdet.data.transforms import build_em_augmentations
 
 __all__ = [
@@ -73,11 +76,12 @@ class EMDatasetMapper(DatasetMapper):
     """DatasetMapper for EM images; see the module docstring."""
 
     @configurable
-    def __init__(self, is_train: bool = True, *, clip_percentiles=(0.5, 99.5), median_blur=0,
+    def __init__(self, is_train: bool = True, *, input_options: dict | None = None,
                  rotated: bool = False, rotated_min_visible: float = 0.5, **kw):
         super().__init__(is_train, **kw)
-        self.clip_percentiles = tuple(clip_percentiles) or None
-        self.median_blur = int(median_blur)
+        #: :func:`emdet.data.preprocess.to_model_input` settings (clip_percentiles, out_dtype,
+        #: median_blur, background, background_radius); None: its defaults.
+        self.input_options = dict(input_options or {})
         self.rotated = bool(rotated)
         self.rotated_min_visible = float(rotated_min_visible)
 
@@ -85,8 +89,7 @@ class EMDatasetMapper(DatasetMapper):
     def from_config(cls, cfg, is_train: bool = True):
         ret = super().from_config(cfg, is_train)
         ret["augmentations"] = build_em_augmentations(cfg, is_train)
-        ret["clip_percentiles"] = tuple(cfg.INPUT.EM.CLIP_PERCENTILES)
-        ret["median_blur"] = cfg.INPUT.EM.MEDIAN_BLUR
+        ret["input_options"] = model_input_options(cfg)
         ret["rotated"] = cfg.INPUT.EM.ROTATED
         ret["rotated_min_visible"] = cfg.INPUT.EM.ROTATED_MIN_VISIBLE
         if is_train:
@@ -97,15 +100,12 @@ class EMDatasetMapper(DatasetMapper):
         return ret
 
     def read(self, file_name: str, page: int | None = None) -> np.ndarray:
-        """HxWx3 uint8 image for the model, from any format emdet reads (``page`` of a stack)."""
+        """HxWx3 image for the model (uint8, or float32 on the same 0-255 scale), from any format
+        emdet reads (``page`` of a stack)."""
         from emdet.data.io import load_for_detectron2
 
         image = load_for_detectron2(
-            file_name,
-            format=self.image_format,
-            page=page,
-            clip_percentiles=self.clip_percentiles,
-            median_blur=self.median_blur,
+            file_name, format=self.image_format, page=page, **self.input_options
         )
         return image if image.flags.writeable else image.copy()
 

@@ -32,10 +32,13 @@ __all__ = [
     "flatfield_correct",
     "lin_preprocess",
     "median_blur",
+    "model_input_dtype",
+    "model_input_options",
     "normalize",
     "normalize_intensity",
     "percentile_clip",
     "resize",
+    "subtract_background",
     "to_model_input",
 ]
 
@@ -151,19 +154,120 @@ def normalize_intensity(
     return y.astype(dtype)
 
 
+#: ``INPUT.EM.INPUT_DTYPE`` values: the dtype of the model input (see :func:`model_input_dtype`).
+INPUT_DTYPES = ("auto", "uint8", "float32")
+#: ``INPUT.EM.BACKGROUND`` values (see :func:`subtract_background`); ``""`` is off.
+BACKGROUNDS = ("", "highpass", "rolling_ball", "rolling_ball_dark")
+
+
+def model_input_dtype(stored: np.dtype, input_dtype: str = "auto") -> np.dtype:
+    """The dtype in which an image stored as ``stored`` reaches the network.
+
+    ``"auto"``: uint8 for 8-bit files (the stretch of 256 levels loses nothing worth the memory),
+    float32 for everything deeper (16/32-bit integers, floats), so a 16-bit detector image is
+    not cut to 256 grey levels. ``"uint8"`` or ``"float32"`` force one.
+    """
+    if input_dtype not in INPUT_DTYPES:
+        raise ValueError(f"input dtype {input_dtype!r}: expected one of {INPUT_DTYPES} "
+                         "(INPUT.EM.INPUT_DTYPE)")
+    if input_dtype == "auto":
+        return np.dtype(np.uint8) if np.dtype(stored) in (np.uint8, np.int8, np.bool_) \
+            else np.dtype(np.float32)
+    return np.dtype(input_dtype)
+
+
+def subtract_background(img: np.ndarray, *, method: str = "highpass",
+                        radius: float = 50.0) -> np.ndarray:
+    """Remove slowly varying background (uneven illumination, HAADF support, charging).
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        ``(H, W)`` image, any real dtype; ``(H, W, C)`` is done channel by channel.
+    method : {"highpass", "rolling_ball", "rolling_ball_dark"}
+        ``"highpass"``: subtract a Gaussian blur of sigma ``radius`` (either polarity; the
+        mean level of a region becomes 0). ``"rolling_ball"``: subtract the background a ball
+        of ``radius`` rolled under the intensity surface leaves (Sternberg; bright objects on a
+        dark background: HAADF, SEM secondary electrons; :func:`skimage.restoration.rolling_ball`,
+        on the image stretched to 0..255 so the ball's shape does not depend on the bit depth).
+        ``"rolling_ball_dark"``: the same for dark objects on a bright background
+        (bright-field TEM), rolled over the surface.
+    radius : float, default 50
+        Pixels; larger than the largest object.
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape, float32 (float64 for float64 input): stored units for ``"highpass"``, the
+        0..255 scale for the rolling balls. The model input's percentile stretch follows.
+    """
+    img = _as_image(img, "subtract_background", colour=True)
+    if method not in BACKGROUNDS or not method:
+        raise ValueError(f"background method {method!r}: expected one of {BACKGROUNDS[1:]} "
+                         "(INPUT.EM.BACKGROUND)")
+    if not radius > 0:
+        raise ValueError(f"background radius {radius!r}: expected > 0 px "
+                         "(INPUT.EM.BACKGROUND_RADIUS)")
+    if img.ndim == 3:
+        return np.stack([subtract_background(img[..., c], method=method, radius=radius)
+                         for c in range(img.shape[2])], -1)
+    dtype = _float_dtype(img.dtype)
+    x = np.nan_to_num(img.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if method == "highpass":
+        import cv2
+
+        return (x - cv2.GaussianBlur(x, (0, 0), float(radius),
+                                     borderType=cv2.BORDER_REFLECT)).astype(dtype)
+    # The ball's height is in intensity units: on the stored counts it would be a flat disk
+    # for 16-bit data and a curved ball for 8-bit. On the 0..255 scale of the model input it is
+    # the same for every bit depth (as in ImageJ on 8-bit images).
+    x = normalize_intensity(x, clip_percentiles=(0.5, 99.5), out_range=(0.0, 255.0))
+    sign = -1.0 if method == "rolling_ball_dark" else 1.0
+    return (sign * (sign * x - _rolling_ball(sign * x, float(radius)))).astype(dtype)
+
+
+def _rolling_ball(x: np.ndarray, radius: float) -> np.ndarray:
+    """Rolling-ball background of ``x`` (float32), computed on a shrunk copy for large radii.
+
+    skimage's kernel costs grow with radius squared: 0.18 s at radius 10, 1.1 s at 25 and 4.3 s
+    at 50 on a 512 x 662 image (2-core machine, load 1). As ImageJ's "Subtract Background" does,
+    radii above 10 px run on the image shrunk by ``radius / 10`` (area mean) with the radius
+    and the intensity scale shrunk alike (the ball stays a ball), and the background is
+    resized back; that keeps one call near 0.2 s whatever the radius.
+    """
+    import cv2
+    from skimage.restoration import rolling_ball
+
+    shrink = max(1, int(radius // 10))
+    if shrink == 1:
+        return rolling_ball(x, radius=radius).astype(np.float32)
+    h, w = x.shape
+    small = cv2.resize(x, (max(1, w // shrink), max(1, h // shrink)), interpolation=cv2.INTER_AREA)
+    bg = rolling_ball(small / shrink, radius=radius / shrink) * shrink
+    return cv2.resize(bg.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def to_model_input(
     array: np.ndarray,
     *,
     clip_percentiles: tuple[float, float] | None = (0.5, 99.5),
-    out_dtype: type | np.dtype = np.uint8,
+    out_dtype: type | np.dtype | str = np.uint8,
     channels: int = 3,
+    median_blur: int = 0,
+    background: str = "",
+    background_radius: float = 50.0,
 ) -> np.ndarray:
     """Turn an EM image of any dtype into a detectron2 ``(H, W, channels)`` input array.
 
-    The intensities between the two percentiles are stretched linearly to 0-255 (values
-    outside are clipped), then the grey image is replicated to ``channels``. detectron2
-    then subtracts ``cfg.MODEL.PIXEL_MEAN`` and divides by ``PIXEL_STD``, which assume this
-    0-255 scale. For a grey image the channel order (BGR/RGB) does not matter.
+    The one model-input path of emdet's detectron2 models, used by training
+    (:func:`emdet.data.io.load_for_detectron2`) and prediction
+    (:func:`emdet.inference.predictor.prepare_image`) alike; :func:`model_input_options` reads
+    its settings from a config. In order: optional background removal
+    (:func:`subtract_background`) on the stored values; the intensities between the two
+    percentiles stretched linearly to 0-255 (values outside clipped); an optional median
+    filter; the grey image replicated to ``channels``. detectron2 then subtracts
+    ``cfg.MODEL.PIXEL_MEAN`` and divides by ``PIXEL_STD``, which assume this 0-255 scale. For a
+    grey image the channel order (BGR/RGB) does not matter.
 
     Parameters
     ----------
@@ -173,10 +277,16 @@ def to_model_input(
     clip_percentiles : (float, float) or None, default (0.5, 99.5)
         Percentiles mapped to 0 and 255; ``None`` maps the minimum and maximum. Percentiles
         make the result independent of hot pixels and of the detector's bit depth.
-    out_dtype : numpy.uint8 or numpy.float32, default numpy.uint8
-        ``uint8`` rounds to integers; ``float32`` keeps the same 0-255 scale unrounded.
+    out_dtype : numpy.uint8, numpy.float32 or "auto", default numpy.uint8
+        ``uint8`` rounds to integers; ``float32`` keeps the same 0-255 scale unrounded (the
+        full precision of 16/32-bit data); ``"auto"`` picks by the stored dtype
+        (:func:`model_input_dtype`).
     channels : {3, 1}, default 3
         Number of output channels.
+    median_blur : int, default 0
+        Odd window side of a median filter after the stretch (Lin et al.); 0 or 1 is off.
+    background, background_radius : str and float, default "" (off) and 50
+        :func:`subtract_background` method and radius (px), before the stretch.
 
     Returns
     -------
@@ -192,7 +302,8 @@ def to_model_input(
            [185, 209, 232, 255]], dtype=uint8)
     """
     array = _as_image(array, "to_model_input", colour=True)
-    out_dtype = np.dtype(out_dtype)
+    out_dtype = (model_input_dtype(array.dtype, out_dtype) if isinstance(out_dtype, str)
+                 else np.dtype(out_dtype))
     if out_dtype not in (np.dtype(np.uint8), np.dtype(np.float32)):
         raise ValueError(f"out_dtype must be numpy.uint8 or numpy.float32, got {out_dtype}.")
     if channels not in (1, 3):
@@ -206,13 +317,31 @@ def to_model_input(
                 f"channels={channels}; convert it to greyscale (H, W) first, or pass an "
                 "(H, W, 3) colour image with channels=3."
             )
+    if background:
+        array = subtract_background(array, method=background, radius=background_radius)
     scaled = normalize_intensity(array, clip_percentiles=clip_percentiles, out_range=(0.0, 255.0))
     if out_dtype == np.uint8:
         scaled = np.rint(scaled)
     scaled = scaled.astype(out_dtype)
+    if median_blur and median_blur > 1:
+        scaled = _median(scaled, int(median_blur))
     if scaled.ndim == 3:
         return np.ascontiguousarray(scaled)
     return np.repeat(scaled[:, :, None], channels, axis=2)
+
+
+def model_input_options(cfg) -> dict:
+    """The :func:`to_model_input` keyword arguments a detectron2 config asks for
+    (``INPUT.EM.CLIP_PERCENTILES``, ``INPUT_DTYPE``, ``MEDIAN_BLUR``, ``BACKGROUND``,
+    ``BACKGROUND_RADIUS``): the same for the training mapper, ``--eval-only`` and predict."""
+    em = cfg.INPUT.EM
+    return {
+        "clip_percentiles": tuple(em.CLIP_PERCENTILES) or None,
+        "out_dtype": str(em.INPUT_DTYPE),
+        "median_blur": int(em.MEDIAN_BLUR),
+        "background": str(em.BACKGROUND),
+        "background_radius": float(em.BACKGROUND_RADIUS),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,6 +433,11 @@ def median_blur(img: np.ndarray, *, size: int = 3) -> np.ndarray:
     if img.ndim == 3:
         return np.stack([median_blur(img[..., c], size=size) for c in range(img.shape[2])], -1)
     return _median_2d(img, int(size))
+
+
+def _median(img: np.ndarray, size: int) -> np.ndarray:
+    """:func:`median_blur` for callers whose own parameter has that name."""
+    return median_blur(img, size=size)
 
 
 def _median_2d(img: np.ndarray, size: int) -> np.ndarray:

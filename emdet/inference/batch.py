@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from emdet.inference.predictor import PredictError
+from emdet.inference.predictor import PredictError, display_image
 from emdet.utils.atomic import atomic_open, atomic_write
 from emdet.utils.csvsafe import csv_safe_cell
 
@@ -340,6 +340,8 @@ def _settings(cfg, options: PredictOptions, names: list[str]) -> dict[str, Any]:
         "min_size_test": int(cfg.INPUT.MIN_SIZE_TEST),
         "max_size_test": int(cfg.INPUT.MAX_SIZE_TEST),
         "clip_percentiles": list(cfg.INPUT.EM.CLIP_PERCENTILES),
+        "input_dtype": str(cfg.INPUT.EM.INPUT_DTYPE),
+        "background": [str(cfg.INPUT.EM.BACKGROUND), float(cfg.INPUT.EM.BACKGROUND_RADIUS)],
         "classes": names,
     }
 
@@ -569,7 +571,8 @@ class _Runner:
             rel = f"overlays/{name}.png"
             write_png(
                 self.out / rel,
-                draw_overlay(prepared, det, self.names, max_size=self.options.overlay_max_size),
+                draw_overlay(display_image(prepared), det, self.names,
+                             max_size=self.options.overlay_max_size),
             )
             record["overlay"] = rel
         if self.options.labelme:
@@ -580,7 +583,7 @@ class _Runner:
         from emdet.inference.overlay import write_png
 
         folder = self.out / "labelme"
-        write_png(folder / f"{name}.png", prepared)
+        write_png(folder / f"{name}.png", display_image(prepared))
         anns = [dict(a, id=k + 1, image_id=1) for k, a in enumerate(record["annotations"])]
         coco = {
             "images": [{"id": 1, "file_name": f"{name}.png", "height": record["height"],

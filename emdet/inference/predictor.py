@@ -3,8 +3,9 @@
 What differs from ``detectron2.engine.DefaultPredictor``:
 
 * it takes the image as stored (``(H, W)`` of any dtype, as :func:`emdet.data.io.read_image`
-  returns it) and normalises it the way training does (``INPUT.EM.CLIP_PERCENTILES``,
-  ``INPUT.EM.MEDIAN_BLUR``), once for the whole image, so all tiles share one intensity scale;
+  returns it) and normalises it with training's function and settings (``INPUT.EM.*``:
+  percentiles, float32 for 16/32-bit data, background, median blur), once for the whole image,
+  so all tiles share one intensity scale;
 * images larger than ``tile`` are cut into overlapping tiles; each tile goes through the model
   exactly as ``DefaultPredictor`` sends a whole image (resized by ``INPUT.MIN_SIZE_TEST`` /
   ``MAX_SIZE_TEST``), several tiles per forward pass (``batch_size``), and the tiles' detections
@@ -43,6 +44,7 @@ from emdet.inference.tiling import Detections, merge_tiles
 __all__ = [
     "EMPredictor",
     "PredictError",
+    "display_image",
     "instances_to_detections",
     "eval_scale",
     "prepare_image",
@@ -58,19 +60,20 @@ class PredictError(RuntimeError):
 
 
 def prepare_image(image: np.ndarray, cfg) -> np.ndarray:
-    """The model input of a whole image as ``(H, W)`` uint8 grey (or ``(H, W, 3)`` colour).
+    """The model input of a whole image: ``(H, W)`` grey (or ``(H, W, 3)`` colour).
 
     Parameters
     ----------
     image : ndarray, shape (H, W) or (H, W, 3)
         As stored (uint8/uint16/float32, ...), e.g. from :func:`emdet.data.io.read_image`.
     cfg : CfgNode
-        Uses ``INPUT.EM.CLIP_PERCENTILES`` and ``INPUT.EM.MEDIAN_BLUR``, as
-        :class:`emdet.data.mapper.EMDatasetMapper` does for training.
+        Its ``INPUT.EM`` intensity settings (:func:`emdet.data.preprocess.model_input_options`),
+        the same function and settings :class:`emdet.data.mapper.EMDatasetMapper` uses for
+        training and ``--eval-only``.
 
     Returns
     -------
-    ndarray of uint8
+    ndarray of uint8, or float32 on the same 0-255 scale (``INPUT.EM.INPUT_DTYPE``)
         ``(H, W)`` for a grey image (channels are added per tile), ``(H, W, 3)`` for colour
         (in ``INPUT.FORMAT`` order).
     """
@@ -79,23 +82,28 @@ def prepare_image(image: np.ndarray, cfg) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
-    clip = tuple(cfg.INPUT.EM.CLIP_PERCENTILES) or None
+    options = preprocess.model_input_options(cfg)
     if image.ndim == 3:
         rgb = image[..., :3]
         if str(cfg.INPUT.FORMAT).upper() == "BGR":
             rgb = rgb[..., ::-1]
-        out = preprocess.to_model_input(rgb, clip_percentiles=clip, channels=3)
+        out = preprocess.to_model_input(rgb, channels=3, **options)
     elif image.ndim == 2:
-        out = preprocess.to_model_input(image, clip_percentiles=clip, channels=1)[..., 0]
+        out = preprocess.to_model_input(image, channels=1, **options)[..., 0]
     else:
         raise ValueError(
             f"EMPredictor needs one (H, W) frame, got an array of shape {image.shape}; "
             "read one frame of a stack with read_image(path, page=i) or read_series."
         )
-    blur = int(cfg.INPUT.EM.MEDIAN_BLUR)
-    if blur > 1:
-        out = preprocess.median_blur(out, size=blur)
     return np.ascontiguousarray(out)
+
+
+def display_image(prepared: np.ndarray) -> np.ndarray:
+    """:func:`prepare_image`'s output as uint8 for overlays and PNG copies (float32 input is on
+    the same 0-255 scale, rounded here)."""
+    if prepared.dtype == np.uint8:
+        return prepared
+    return np.rint(np.clip(prepared, 0, 255)).astype(np.uint8)
 
 
 def instances_to_detections(instances, *, offset: tuple[int, int] = (0, 0)) -> Detections:
@@ -306,7 +314,7 @@ class EMPredictor:
         if self.input_format != "L" and crop.shape[2] == 1:
             crop = np.repeat(crop, 3, axis=2)
         elif self.input_format == "L" and crop.shape[2] == 3:
-            crop = crop.mean(axis=2, keepdims=True).astype(np.uint8)
+            crop = crop.mean(axis=2, keepdims=True).astype(crop.dtype)
         height, width = crop.shape[:2]
         resized = self._resize(crop, scale)
         if resized.ndim == 2:
@@ -318,7 +326,7 @@ class EMPredictor:
     def predict_crops(self, crops: Sequence[np.ndarray], scale: float | None = None) -> list:
         """detectron2 ``Instances`` (on the CPU) for prepared image crops, in crop coordinates.
 
-        ``crops`` are ``(h, w)`` or ``(h, w, C)`` uint8 arrays from :func:`prepare_image`,
+        ``crops`` are ``(h, w)`` or ``(h, w, C)`` arrays from :func:`prepare_image`,
         resized by ``scale`` (``None``: each as ``DefaultPredictor`` resizes a whole image).
         """
         inputs = [self._to_model(c, scale) for c in crops]

@@ -373,3 +373,79 @@ def test_fast_median_matches_scipy(dtype, size):
     img = (np.random.default_rng(2).random((33, 47)) * 250).astype(dtype)
     expected = ndimage.median_filter(img, size=size, mode="nearest")
     np.testing.assert_array_equal(median_blur(img, size=size), expected)
+
+
+def _ramp_with_disk(height: float) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[:240, :320]
+    disk = (yy - 120) ** 2 + (xx - 150) ** 2 < 8 ** 2
+    image = 1000.0 + 3.0 * xx + 1.5 * yy  # illumination falling across the field
+    image[disk] += height
+    return image.astype(np.float32), disk
+
+
+@pytest.mark.parametrize("method, height", [("rolling_ball", 500.0),
+                                            ("rolling_ball_dark", -500.0),
+                                            ("highpass", 500.0)])
+def test_subtract_background_removes_the_ramp_and_keeps_the_particle(method, height):
+    image, disk = _ramp_with_disk(height)
+    radius = 30.0
+    out = preprocess.subtract_background(image, method=method, radius=radius)
+    assert out.dtype == np.float32 and out.shape == image.shape
+    inner = np.zeros_like(disk)
+    margin = 60 if method == "highpass" else 20  # borders: reflected/rolled edges are approximate
+    inner[margin:-margin, margin:-margin] = True
+    background = out[inner & ~disk]
+    spread = np.subtract(*np.percentile(background, [95, 5]))
+    contrast = np.median(out[disk]) - np.median(background)
+    # rolling balls work on the 0..255 stretch of the image; highpass in stored counts
+    scale = 1.0 if method == "highpass" else 255.0 / np.subtract(*np.percentile(image, [99.5, 0.5]))
+    assert contrast == pytest.approx(height * scale, rel=0.3 if method == "highpass" else 0.1)
+    # the raw ramp spans 600-900 counts inside the border, more than the particle; what is left of it
+    # is a few per cent of the particle's contrast
+    assert np.ptp(image[inner & ~disk]) > 1.2 * abs(height)
+    assert spread < 0.05 * abs(contrast)
+
+
+def test_rolling_ball_on_a_shrunk_copy_matches_the_full_size_one():
+    """Radii above 10 px run on a shrunk image (speed); the result agrees with skimage's
+    full-size rolling ball to a few per cent of the particle's contrast."""
+    from skimage.restoration import rolling_ball
+
+    image, disk = _ramp_with_disk(500.0)
+    rng = np.random.default_rng(0)
+    image = image + rng.normal(0, 5, image.shape).astype(np.float32)
+    fast = preprocess.subtract_background(image, method="rolling_ball", radius=30.0)
+    scaled = normalize_intensity(image, out_range=(0.0, 255.0))
+    full = scaled - rolling_ball(scaled, radius=30.0)
+    inner = (slice(20, -20), slice(20, -20))
+    particle = np.median(full[disk])  # about 80 units of the 0..255 scale
+    assert np.median(np.abs(fast - full)[inner]) < 0.04 * particle
+    assert abs(np.median(fast[disk]) - particle) < 0.05 * particle
+
+
+def test_subtract_background_errors_name_the_setting():
+    with pytest.raises(ValueError, match="INPUT.EM.BACKGROUND"):
+        preprocess.subtract_background(np.zeros((8, 8)), method="tophat")
+    with pytest.raises(ValueError, match="INPUT.EM.BACKGROUND_RADIUS"):
+        preprocess.subtract_background(np.zeros((8, 8)), radius=0)
+
+
+def test_model_input_dtype_follows_the_stored_bit_depth():
+    assert preprocess.model_input_dtype(np.uint8) == np.uint8
+    for stored in (np.uint16, np.int32, np.float32, np.float64):
+        assert preprocess.model_input_dtype(stored) == np.float32
+    assert preprocess.model_input_dtype(np.uint16, "uint8") == np.uint8
+    with pytest.raises(ValueError, match="INPUT.EM.INPUT_DTYPE"):
+        preprocess.model_input_dtype(np.uint16, "float16")
+
+
+def test_float32_input_keeps_contrast_that_uint8_rounds_away():
+    """Two 16-bit objects 40 counts apart on a 60000-count range: one grey level in uint8,
+    distinct in float32."""
+    image = np.zeros((8, 8), np.uint16)
+    image[:, 4:] = 60000
+    image[2, 1], image[5, 1] = 20000, 20040
+    f32 = to_model_input(image, clip_percentiles=None, out_dtype="auto", channels=1)[..., 0]
+    u8 = to_model_input(image, clip_percentiles=None, out_dtype=np.uint8, channels=1)[..., 0]
+    assert f32.dtype == np.float32 and f32[5, 1] - f32[2, 1] == pytest.approx(40 * 255 / 60000, rel=1e-4)
+    assert u8[5, 1] == u8[2, 1]

@@ -38,9 +38,16 @@ def test_whole_image_equals_detectron2_default_predictor(quick_cfg):
 
 def test_prepare_image_stretches_any_dtype(quick_cfg):
     image = np.linspace(0, 60000, 64 * 80).reshape(64, 80).astype(np.uint16)
-    out = prepare_image(image, quick_cfg)
-    assert out.dtype == np.uint8 and out.shape == (64, 80)
+    out = prepare_image(image, quick_cfg)  # INPUT.EM.INPUT_DTYPE "auto": 16-bit -> float32
+    assert out.dtype == np.float32 and out.shape == (64, 80)
     assert out.min() == 0 and out.max() == 255
+    assert len(np.unique(out)) > 1000  # not cut to 256 levels
+    cfg = quick_cfg.clone()
+    cfg.INPUT.EM.INPUT_DTYPE = "uint8"
+    out8 = prepare_image(image, cfg)
+    assert out8.dtype == np.uint8 and len(np.unique(out8)) == 256
+    np.testing.assert_array_equal(out8, np.rint(out))
+    assert prepare_image(out8, quick_cfg).dtype == np.uint8  # 8-bit files stay uint8
     with pytest.raises(ValueError, match="one \\(H, W\\) frame"):
         prepare_image(np.zeros((3, 8, 8, 2), np.uint16), quick_cfg)
 

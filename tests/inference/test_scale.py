@@ -160,3 +160,33 @@ def test_predict_uses_the_threshold_calibrated_beside_the_weights(resized, tmp_p
     kept = [a["score"] for a in runs["calibrated"]["annotations"]]
     assert sorted(kept) == sorted(s for s in low if s >= 0.3)
     assert len(kept) < len(low)
+
+
+@pytest.mark.parametrize("settings", [
+    {},  # INPUT_DTYPE "auto": float32 for this 16-bit file
+    {"INPUT.EM.BACKGROUND": "rolling_ball_dark", "INPUT.EM.BACKGROUND_RADIUS": 30.0,
+     "INPUT.EM.MEDIAN_BLUR": 3},
+    {"INPUT.EM.INPUT_DTYPE": "uint8", "INPUT.EM.BACKGROUND": "highpass"},
+])
+def test_training_and_predict_feed_the_model_the_same_array(tmp_path, settings):
+    """A 16-bit TIFF reaches the network identically through the training/--eval-only mapper and
+    through predict's prepare_image, whatever the INPUT.EM intensity settings."""
+    from emdet.data.io import read_image, write_tiff
+    from emdet.data.mapper import EMDatasetMapper
+    from emdet.inference.predictor import prepare_image
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:96, :128]
+    image = 20000 + 80 * xx + rng.normal(0, 300, (96, 128))  # uneven illumination
+    image[(yy - 40) ** 2 + (xx - 60) ** 2 < 15 ** 2] -= 6000  # one dark particle
+    path = write_tiff(tmp_path / "deep.tif", np.clip(image, 0, 65535).astype(np.uint16))
+    overrides = ["INPUT.MIN_SIZE_TEST", "0", "MODEL.DEVICE", "cpu"]
+    for key, value in settings.items():
+        overrides += [key, str(value)]
+    cfg = load_config(QUICK, overrides)
+    record = {"file_name": str(path), "height": 96, "width": 128, "image_id": 1}
+    mapped = EMDatasetMapper(cfg, is_train=False)(record)["image"]
+    prepared = prepare_image(read_image(path)[0], cfg)
+    want_dtype = np.uint8 if settings.get("INPUT.EM.INPUT_DTYPE") == "uint8" else np.float32
+    assert prepared.dtype == want_dtype and mapped.shape == (3, 96, 128)
+    np.testing.assert_array_equal(mapped.numpy(), np.repeat(prepared[None], 3, axis=0))
