@@ -50,6 +50,10 @@ def _add_dataset_config(cfg: CN) -> None:
     cfg.DATASET.TRAIN_SPLITS = ["train"]
     # Splits to evaluate on after training when not cross-validating ([] = none).
     cfg.DATASET.TEST_SPLITS = ["val"]
+    # Splits scored every SOLVER.EVAL_PERIOD iterations (and on the starting weights) to keep
+    # model_best.pth; heatmap thresholds are then calibrated on them, not on the training
+    # images ([] = none).
+    cfg.DATASET.VAL_SPLITS = []
     # Use at most this many images (0 = all), e.g. for smoke tests.
     cfg.DATASET.MAX_IMAGES = 0
 
@@ -86,6 +90,12 @@ def _add_solver_config(cfg: CN) -> None:
     cfg.SOLVER.CHECKPOINT_PERIOD = 100
     # Stop with a clear error when the loss is NaN/inf or exceeds this.
     cfg.SOLVER.MAX_LOSS = 1.0e4
+    # Score DATASET.VAL_SPLITS every this many iterations and keep the best weights as
+    # model_best.pth (0 = off).
+    cfg.SOLVER.EVAL_PERIOD = 0
+    # The metric model_best.pth maximises ("" = f1 for heatmaps, mean_jaccard for
+    # segmentation); any key of metrics.json.
+    cfg.SOLVER.BEST_METRIC = ""
 
 
 def _add_loss_config(cfg: CN) -> None:
@@ -193,6 +203,11 @@ def _check(cfg: CN, where: str) -> None:
         )
     if cfg.SOLVER.IMS_PER_BATCH < 1 or cfg.SOLVER.MAX_ITER < 0:
         raise bad("SOLVER", "IMS_PER_BATCH must be >= 1 and MAX_ITER >= 0")
+    if cfg.SOLVER.EVAL_PERIOD < 0:
+        raise bad("SOLVER.EVAL_PERIOD", f"must be >= 0, got {cfg.SOLVER.EVAL_PERIOD}")
+    if cfg.SOLVER.EVAL_PERIOD and not cfg.DATASET.VAL_SPLITS:
+        raise bad("SOLVER.EVAL_PERIOD", "needs DATASET.VAL_SPLITS (the images to score), e.g. "
+                                        "DATASET.VAL_SPLITS \"['val']\"")
     if cfg.CV.FOLDS == 1 or cfg.CV.FOLDS < 0:
         raise bad("CV.FOLDS", f"must be 0 (no cross-validation) or >= 2, got {cfg.CV.FOLDS}")
 

@@ -21,7 +21,12 @@ import numpy as np
 import torch
 
 from emdet.dense.unet import UNet, pad_to_multiple
-from emdet.engine.weights import WeightsError, load_weights_file
+from emdet.engine.weights import (
+    WeightsError,
+    load_dense_safetensors,
+    load_weights_file,
+    resolve_weights,
+)
 
 __all__ = [
     "CheckpointError",
@@ -90,17 +95,28 @@ def save_checkpoint(path: str | os.PathLike, data: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint with :func:`emdet.engine.weights.load_weights_file` (no code runs).
 
+    ``path`` is a file written by ``tools/train_unet.py``, a ``.safetensors`` file, or a model
+    shipped with emdet (``emdet://haadf-atoms-unet``, sha256-checked).
+
     Raises
     ------
     CheckpointError
         The file does not exist, is truncated/corrupt, or holds something other than a dict
         with a ``"model"`` state dict.
     """
-    path = Path(path)
+    name = os.fspath(path)
+    try:
+        local = resolve_weights(name) if name.startswith("emdet://") else name
+    except WeightsError as e:
+        raise CheckpointError(str(e)) from None
+    path = Path(local)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (MODEL.WEIGHTS / --weights)")
     try:
-        data = load_weights_file(path, map_location=map_location)
+        if path.suffix == ".safetensors":
+            data = load_dense_safetensors(str(path), map_location=str(map_location))
+        else:
+            data = load_weights_file(path, map_location=map_location)
     except WeightsError as e:
         raise CheckpointError(
             f"checkpoint {e} (MODEL.WEIGHTS / --weights; dense-model checkpoints are written by "

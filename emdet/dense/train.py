@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 LAST = "model_last.pth"
 FINAL = "model_final.pth"
+BEST = "model_best.pth"
 
 
 class TrainingError(RuntimeError):
@@ -90,6 +91,7 @@ def train_model(
     seed: int | None = None,
     progress: bool = True,
     desc: str = "train",
+    val_samples: Sequence[DenseSample] | None = None,
 ):
     """Train a U-Net from scratch (or ``MODEL.WEIGHTS``) on ``samples``; return it.
 
@@ -112,13 +114,18 @@ def train_model(
         tqdm progress bar.
     desc : str, keyword-only
         Label of the progress bar and log lines.
+    val_samples : sequence of DenseSample, keyword-only
+        With ``SOLVER.EVAL_PERIOD``: scored on the starting weights and every period (heatmap
+        thresholds calibrated on them first); the best by ``SOLVER.BEST_METRIC`` is kept as
+        ``out_dir/model_best.pth`` and returned. The heatmap thresholds of the final model are
+        calibrated on them too.
 
     Returns
     -------
     UNet
-        In eval mode, on the configured device; heatmap models carry the calibrated peak
-        thresholds as ``model.heatmap_thresholds`` (list, one per class; None without
-        ``HEATMAP.CALIBRATE``), also stored in the checkpoint.
+        In eval mode, on the configured device (the best weights when validating); heatmap
+        models carry the calibrated peak thresholds as ``model.heatmap_thresholds`` (list, one
+        per class; None without ``HEATMAP.CALIBRATE``), also stored in the checkpoint.
 
     Raises
     ------
@@ -137,12 +144,14 @@ def train_model(
                                  weight_decay=float(cfg.SOLVER.WEIGHT_DECAY))
     start = 0
     max_iter = int(cfg.SOLVER.MAX_ITER)
-    final, last = out_dir / FINAL, out_dir / LAST
+    final, last, best_path = out_dir / FINAL, out_dir / LAST, out_dir / BEST
+    eval_period = int(cfg.SOLVER.EVAL_PERIOD) if val_samples else 0
     if resume and final.is_file():
-        data = load_checkpoint(final, map_location=device)
+        done = best_path if eval_period and best_path.is_file() else final
+        data = load_checkpoint(done, map_location=device)
         model.load_state_dict(data["model"])
         model.heatmap_thresholds = data.get("heatmap_thresholds")
-        logger.info("%s: already trained, loaded %s", desc, final)
+        logger.info("%s: already trained, loaded %s", desc, done)
         return model.eval()
     if resume and last.is_file():
         data = load_checkpoint(last, map_location=device)
@@ -168,6 +177,10 @@ def train_model(
     period = int(cfg.SOLVER.CHECKPOINT_PERIOD)
     meta = {"cfg": cfg.dump(), "classes": list(classes), "task": task,
             "arch": architecture(model)}
+    keeper = _BestKeeper(cfg, val_samples, classes, best_path, meta, desc,
+                         resume=resume) if eval_period else None
+    if keeper is not None and start == 0:
+        keeper.score(model, -1)  # the starting weights: fine-tuning must beat them
     model.train()
     bar = tqdm(range(start, max_iter), desc=desc, initial=start, total=max_iter,
                disable=not progress, mininterval=2.0, file=sys.stderr, leave=False)
@@ -211,22 +224,80 @@ def train_model(
             })
             logger.info("%s: iteration %d, loss %.4f, wrote %s", desc, iteration + 1, loss_avg,
                         last)
+        if keeper is not None and ((iteration + 1) % eval_period == 0
+                                   or iteration + 1 == max_iter):
+            keeper.score(model, iteration)
+            model.train()
     bar.close()
     model.eval()
     model.heatmap_thresholds = None
     if task == "heatmap" and cfg.HEATMAP.CALIBRATE:
-        model.heatmap_thresholds = _calibrate(cfg, model, samples, classes)
+        on = val_samples if eval_period else samples
+        model.heatmap_thresholds = _calibrate(cfg, model, on, classes)
         meta["heatmap_thresholds"] = model.heatmap_thresholds
-        print(f"[{desc}] calibrated peak thresholds on the training images: " + ", ".join(
-            f"{c} {t:.2f}" for c, t in zip(classes, model.heatmap_thresholds, strict=True)),
-            flush=True)
+        print(f"[{desc}] calibrated peak thresholds on the "
+              f"{'validation' if eval_period else 'training'} images: " + ", ".join(
+                  f"{c} {t:.2f}" for c, t in zip(classes, model.heatmap_thresholds,
+                                                 strict=True)), flush=True)
     save_checkpoint(final, {**meta, "model": model.state_dict(), "iteration": max_iter - 1})
     if last.is_file():
         last.unlink()
     if loss_avg is not None:
         print(f"[{desc}] {max_iter} iterations, final loss {loss_avg:.4f}, wrote {final}",
               flush=True)
-    return model
+    if keeper is not None and best_path.is_file():
+        data = load_checkpoint(best_path, map_location=device)
+        model.load_state_dict(data["model"])
+        model.heatmap_thresholds = data.get("heatmap_thresholds")
+        print(f"[{desc}] best {keeper.metric} {data['best_value']:.4f} at "
+              f"{_iteration_name(int(data['iteration']))}: using {best_path}", flush=True)
+    return model.eval()
+
+
+def _iteration_name(iteration: int) -> str:
+    return "the starting weights" if iteration < 0 else f"iteration {iteration + 1}"
+
+
+class _BestKeeper:
+    """Scores the model on the validation images and keeps the best as ``model_best.pth``.
+
+    The file holds what ``model_final.pth`` holds plus ``best_metric``, ``best_value`` and the
+    heatmap thresholds calibrated on the validation images at that point; on ``--resume`` the
+    best value is read back from it, so a resumed run keeps comparing with the best before.
+    """
+
+    def __init__(self, cfg, samples, classes, path: Path, meta: dict, desc: str, *,
+                 resume: bool):
+        self.cfg, self.samples, self.classes = cfg, samples, classes
+        self.path, self.meta, self.desc = path, meta, desc
+        self.metric = str(cfg.SOLVER.BEST_METRIC) or (
+            "f1" if cfg.TASK == "heatmap" else "mean_jaccard")
+        self.best = -math.inf
+        if resume and path.is_file():
+            self.best = float(load_checkpoint(path).get("best_value", -math.inf))
+        elif path.is_file():
+            path.unlink()  # a best of an earlier, different run must not win
+
+    def score(self, model, iteration: int) -> None:
+        model.eval()
+        model.heatmap_thresholds = None
+        if self.cfg.TASK == "heatmap" and self.cfg.HEATMAP.CALIBRATE:
+            model.heatmap_thresholds = _calibrate(self.cfg, model, self.samples, self.classes)
+        metrics, _ = evaluate(self.cfg, model, self.samples, self.classes)
+        if self.metric not in metrics:
+            raise TrainingError(f"SOLVER.BEST_METRIC {self.metric!r} is not a metric of this "
+                                f"task; choose one of {sorted(metrics)}")
+        value = float(metrics[self.metric])
+        better = value > self.best
+        print(f"[{self.desc}] validation at {_iteration_name(iteration)}: {self.metric} "
+              f"{value:.4f}" + (" (best so far)" if better else f" (best {self.best:.4f})"),
+              flush=True)
+        if better:
+            self.best = value
+            save_checkpoint(self.path, {
+                **self.meta, "model": model.state_dict(), "iteration": iteration,
+                "heatmap_thresholds": model.heatmap_thresholds, "best_metric": self.metric,
+                "best_value": value, "val_metrics": metrics})
 
 
 def _calibrate(cfg, model, samples: Sequence[DenseSample], classes) -> list[float]:
@@ -366,8 +437,14 @@ def run_training(
 def _train_and_test(cfg, out: Path, resume: bool, progress: bool) -> dict[str, Any]:
     train, classes = load_dense_samples(cfg, splits=list(cfg.DATASET.TRAIN_SPLITS) or None)
     print(f"[train] {len(train)} images, classes {list(classes)}, task {cfg.TASK}", flush=True)
-    model = train_model(cfg, train, classes, out, resume=resume, progress=progress)
-    result: dict[str, Any] = {"model": out / FINAL, "metrics": {}}
+    val = None
+    if int(cfg.SOLVER.EVAL_PERIOD):
+        val, _ = load_dense_samples(cfg, splits=list(cfg.DATASET.VAL_SPLITS))
+        print(f"[val] {len(val)} images, scored every {cfg.SOLVER.EVAL_PERIOD} iterations",
+              flush=True)
+    model = train_model(cfg, train, classes, out, resume=resume, progress=progress,
+                        val_samples=val)
+    result: dict[str, Any] = {"model": out / (BEST if val else FINAL), "metrics": {}}
     if cfg.DATASET.TEST_SPLITS:
         try:
             test, _ = load_dense_samples(cfg, splits=list(cfg.DATASET.TEST_SPLITS))

@@ -359,6 +359,9 @@ def export_to_zoo(
         score_threshold = float(data["score_threshold"])
     metadata = {"emdet_name": name, "config": config, "source": os.path.basename(
         os.fspath(checkpoint)), "iteration": str(data.get("iteration", ""))}
+    dense = {k: data[k] for k in DENSE_META if k in data}
+    if "arch" in dense:  # a U-Net checkpoint of tools/train_unet.py: keep what loading needs
+        metadata["dense"] = json.dumps(dense)
     if score_threshold is not None:
         metadata["score_threshold"] = f"{score_threshold:.6g}"
     blob = save(tensors, metadata=metadata)
@@ -378,6 +381,28 @@ def export_to_zoo(
     atomic_write_many([(os.path.join(zoo, entry["file"]), blob),
                        (index_path, json.dumps(index, indent=2, sort_keys=True) + "\n")])
     return entry
+
+
+#: What a dense (U-Net) checkpoint carries besides its weights; kept in a shipped file's metadata.
+DENSE_META = ("cfg", "classes", "task", "arch", "heatmap_thresholds")
+
+
+def load_dense_safetensors(filename: str, map_location: Any = "cpu") -> dict:
+    """A shipped dense model as the checkpoint dict ``tools/train_unet.py`` writes: float32
+    ``model`` tensors plus the ``cfg``/``classes``/``task``/``arch``/``heatmap_thresholds`` kept
+    in the file's metadata (a bare state dict when it has none)."""
+    import json
+
+    tensors = _load_safetensors(filename, map_location)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(filename, framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("dense") or "{}")
+    except (ValueError, OSError) as e:
+        raise WeightsError(f"{filename}: unreadable 'dense' metadata ({e}).") from None
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
+    return {**{k: meta[k] for k in DENSE_META if k in meta}, "model": state}
 
 
 def stored_score_threshold(path: str | os.PathLike) -> float | None:

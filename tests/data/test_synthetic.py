@@ -24,7 +24,7 @@ from emdet.data.synthetic._writer import _allocate
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
 
-KINDS = ("vesicles", "nanorods", "merons", "graphene", "atoms")
+KINDS = ("vesicles", "nanorods", "merons", "graphene", "atoms", "haadf")
 NUM, SIZE = 4, 128
 REPO = Path(__file__).resolve().parents[2]
 
@@ -323,6 +323,35 @@ def test_atom_masks_and_intensities(sets):
         background = image[labels == 0].mean()
         levels = [np.mean(means[c]) for c in sorted(means)]
         assert background < levels[0] and levels == sorted(levels)
+
+
+def test_haadf_points_are_where_the_distorted_scan_shows_the_atoms():
+    """Every scan line is shifted (drift, jitter, shear); the annotated point is where the atom
+    appears. Measured here: the intensity centroid around each annotated atom of the
+    high-dose images lies 0.22 px (x) and 0.19 px (y) from it in median; annotating the
+    undistorted positions gives 0.41 px in x, the shift with the wrong sign 0.53 px."""
+    from scipy import ndimage
+
+    offsets = []
+    for index in range(40):
+        sample = generate_image("haadf", seed=7, index=index, size=128)
+        if sample.info["dose_e_per_peak"] < 20:
+            continue
+        assert sample.info["scan_jitter_px"] > 0 and sample.image.dtype == np.uint16
+        img = ndimage.gaussian_filter(sample.image.astype(float), 0.7)
+        background = np.median(img)
+        for ann in sample.instances:
+            x, y = ann.extra["point"]
+            j, i = int(x), int(y)
+            if not (3 <= j < SIZE - 3 and 3 <= i < SIZE - 3):
+                continue
+            win = np.clip(img[i - 3:i + 4, j - 3:j + 4] - background, 0, None)
+            yy, xx = np.mgrid[i - 3:i + 4, j - 3:j + 4] + 0.5
+            offsets.append(((win * xx).sum() / win.sum() - x, (win * yy).sum() / win.sum() - y))
+    offsets = np.abs(np.array(offsets))
+    assert len(offsets) > 300
+    dx, dy = np.median(offsets, axis=0)
+    assert dx < 0.3 and dy < 0.3 and dx < 1.4 * dy
 
 
 def test_png_format(tmp_path):

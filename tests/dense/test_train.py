@@ -162,3 +162,66 @@ def test_checkpoints_are_loaded_without_running_code(tmp_path):
         load_checkpoint(tmp_path / "cut.pth")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "none.pth")
+
+
+def test_validation_keeps_the_best_weights_and_calibrates_on_val(merons_dir, tmp_path, capsys):
+    """SOLVER.EVAL_PERIOD scores the val split on the starting weights and every period; the
+    best F1 is kept as model_best.pth with thresholds calibrated on val, and returned."""
+    from emdet.dense.heatmap import calibrate_thresholds
+    from emdet.dense.predict import predict_probabilities
+
+    first = tmp_path / "first"
+    cfg = _cfg("merons_heatmap.yaml", merons_dir, first, "SOLVER.MAX_ITER", "4")
+    train, classes = load_dense_samples(cfg, splits=["train"])
+    train_model(cfg, train, classes, first, progress=False)
+    out = tmp_path / "tuned"
+    cfg = _cfg("merons_heatmap.yaml", merons_dir, out, "SOLVER.MAX_ITER", "6",
+               "SOLVER.EVAL_PERIOD", "3", "DATASET.VAL_SPLITS", "['val']",
+               "MODEL.WEIGHTS", str(first / "model_final.pth"))
+    val, _ = load_dense_samples(cfg, splits=["val"])
+    model = train_model(cfg, train, classes, out, progress=False, val_samples=val)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "validation at" in ln]
+    assert [ln.split("validation at ")[1].split(":")[0] for ln in lines] == [
+        "the starting weights", "iteration 3", "iteration 6"]
+    values = [float(ln.split("f1 ")[1].split()[0]) for ln in lines]
+    best = load_checkpoint(out / "model_best.pth")
+    assert best["best_metric"] == "f1" and best["best_value"] == pytest.approx(max(values),
+                                                                                abs=1e-4)
+    assert best["iteration"] == [-1, 2, 5][int(np.argmax(values))]
+    for key, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, best["model"][key])
+    # the thresholds stored with the best weights are those calibrated on val for them
+    probs = [predict_probabilities(model, s.image, task="heatmap", device="cpu") for s in val]
+    expected = calibrate_thresholds(probs, [s.points for s in val],
+                                    [s.point_classes for s in val],
+                                    radius=cfg.EVAL.MATCH_RADIUS,
+                                    min_distance=cfg.HEATMAP.MIN_DISTANCE)
+    assert best["heatmap_thresholds"] == pytest.approx(expected.tolist())
+    assert model.heatmap_thresholds == best["heatmap_thresholds"]
+
+
+def test_eval_period_without_val_splits_is_a_config_error(tmp_path):
+    from emdet.config import ConfigError
+
+    with pytest.raises(ConfigError, match="SOLVER.EVAL_PERIOD.*DATASET.VAL_SPLITS"):
+        _cfg("merons_heatmap.yaml", tmp_path, tmp_path, "SOLVER.EVAL_PERIOD", "5")
+
+
+def test_a_dense_model_shipped_as_safetensors_predicts_as_its_checkpoint(merons_dir, tmp_path):
+    from emdet.engine.weights import export_to_zoo
+
+    cfg = _cfg("merons_heatmap.yaml", merons_dir, tmp_path, "SOLVER.MAX_ITER", "3")
+    samples, classes = load_dense_samples(cfg)
+    train_model(cfg, samples, classes, tmp_path, progress=False)
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    entry = export_to_zoo(tmp_path / "model_final.pth", "tiny-merons",
+                          config="configs/unet/merons_heatmap.yaml", zoo_dir=zoo)
+    shipped = DensePredictor(cfg, weights=zoo / entry["file"])
+    trained = DensePredictor(cfg, weights=tmp_path / "model_final.pth")
+    assert shipped.classes == trained.classes == classes
+    assert shipped.thresholds == pytest.approx(trained.thresholds)
+    image = np.random.default_rng(1).poisson(50, (64, 64))
+    # fp16 storage: heatmaps agree to about 1e-3
+    np.testing.assert_allclose(shipped.probabilities(image), trained.probabilities(image),
+                               atol=5e-3)

@@ -3,7 +3,9 @@
 Five kinds, each modelled on a seed paper: ``vesicles`` (TEM bright field, polygons),
 ``nanorods`` (HAADF-STEM, rotated boxes), ``merons`` (labyrinth domains, points), ``graphene``
 (HRTEM, semantic masks + contamination instances) and ``atoms`` (low-dose atomic columns,
-points + label masks). :func:`make_synthetic` writes a data set folder;
+points + label masks); and ``haadf`` (AC-HAADF-STEM heavy atoms with probe tails, scan
+distortion, an amorphous support and varying dose, points), the pre-training set of the shipped
+atom finder. :func:`make_synthetic` writes a data set folder;
 :func:`generate_image` returns one image and its ground truth in memory.
 
     >>> from emdet.data.synthetic import make_synthetic
@@ -11,7 +13,14 @@ points + label masks). :func:`make_synthetic` writes a data set folder;
 """
 
 # Importing the generator modules registers their kinds.
-from emdet.data.synthetic import _atoms, _graphene, _merons, _nanorods, _vesicles  # noqa: F401
+from emdet.data.synthetic import (  # noqa: F401
+    _atoms,
+    _graphene,
+    _haadf,
+    _merons,
+    _nanorods,
+    _vesicles,
+)
 from emdet.data.synthetic._base import SYNTHETIC_KINDS, Instance, SyntheticImage, SyntheticKind
 from emdet.data.synthetic._writer import DEFAULT_SPLIT, generate_image, make_synthetic, parse_split
 
