@@ -84,6 +84,9 @@ def _add_emdet_config(cfg: CN) -> None:
     # this metric on DATASETS.TEST (e.g. "segm/AP"; higher is better) with that evaluation's
     # calibrated score threshold stored inside; "" = off.
     cfg.EMDET.BEST_METRIC = ""
+    # With BEST_METRIC and a MODEL.WEIGHTS to start from: evaluate the starting weights before
+    # training, so model_best.pth stays the start unless fine-tuning beats it on DATASETS.TEST.
+    cfg.EMDET.EVAL_START = True
 
 
 def add_emdet_config(cfg: CN) -> CN:

@@ -14,7 +14,9 @@ What differs:
 * a diverging loss stops training with the iteration and a suggestion, not a bare NaN trace;
 * with ``EMDET.BEST_METRIC`` and ``TEST.EVAL_PERIOD``, :class:`BestCheckpointer` keeps
   ``model_best.pth`` with the score threshold calibrated at that evaluation inside, and a
-  resumed run keeps comparing with the best before the interruption.
+  resumed run keeps comparing with the best before the interruption; with ``MODEL.WEIGHTS``
+  the starting weights are evaluated first (``EMDET.EVAL_START``), so fine-tuning that does not
+  beat them on the validation set leaves them as the best.
 """
 from __future__ import annotations
 
@@ -179,8 +181,15 @@ class BestCheckpointer(hooks.BestCheckpointer):
     after the restart replaces it only when it is better.
     """
 
+    def __init__(self, *args, eval_start: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._eval_start = eval_start
+
     def before_train(self) -> None:
         path = os.path.join(self._checkpointer.save_dir, f"{self._file_prefix}.pth")
+        if self.trainer.start_iter == 0 and self._eval_start:
+            self._score_start()
+            return
         if self.trainer.start_iter == 0 or not os.path.isfile(path):
             return
         from emdet.engine.weights import WeightsError, load_weights_file
@@ -195,6 +204,16 @@ class BestCheckpointer(hooks.BestCheckpointer):
             self.best_iter = int(data.get("iteration", -1))
             self._logger.info("Resumed: best %s so far %.4f at iteration %d (%s)",
                               self._val_metric, self.best_metric, self.best_iter, path)
+
+    def _score_start(self) -> None:
+        """Evaluate the starting weights (recorded at iteration 0) and make them the best so
+        far: fine-tuning from a good model must beat it on the validation set to replace it."""
+        evaluation = next((h for h in self.trainer._hooks if isinstance(h, hooks.EvalHook)), None)
+        if evaluation is None:
+            return
+        self._logger.info("Evaluating the starting weights (EMDET.EVAL_START) ...")
+        evaluation._do_eval()
+        self._best_checking()
 
     def _best_checking(self) -> None:
         latest = self.trainer.storage.latest()
@@ -292,7 +311,9 @@ class EMTrainer(DefaultTrainer):
         metric, period = self.cfg.EMDET.BEST_METRIC, self.cfg.TEST.EVAL_PERIOD
         if metric and period > 0:
             where = next(i for i, h in enumerate(built) if isinstance(h, hooks.EvalHook))
-            built.insert(where + 1, BestCheckpointer(period, self.checkpointer, metric))
+            start = bool(self.cfg.EMDET.EVAL_START and self.cfg.MODEL.WEIGHTS)
+            built.insert(where + 1, BestCheckpointer(period, self.checkpointer, metric,
+                                                     eval_start=start))
         elif metric:
             logger.warning("EMDET.BEST_METRIC %s needs TEST.EVAL_PERIOD > 0; model_best.pth is "
                            "not written", metric)

@@ -141,6 +141,51 @@ def test_best_checkpoint_keeps_the_best_eval_with_its_threshold_across_a_resume(
     assert float(load_weights_file(best)["model"]["bias"]) == 20.0
 
 
+def test_the_starting_weights_are_the_best_until_fine_tuning_beats_them(tmp_path):
+    """EMDET.EVAL_START: fine-tuning a good shipped model on a dozen images can make it worse
+    on the validation set (EMPS: val mask AP 77.6 for the shipped model, 75.8 at best after
+    600 iterations); then model_best.pth must stay the start."""
+    from types import SimpleNamespace
+
+    import torch
+    from detectron2.engine import hooks
+    from detectron2.utils.events import EventStorage
+
+    from emdet.engine.checkpoint import AtomicCheckpointer
+    from emdet.engine.trainer import BestCheckpointer
+    from emdet.engine.weights import load_weights_file
+
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.bias.fill_(77.0)  # the starting weights
+    checkpointer = AtomicCheckpointer(model, str(tmp_path))
+    best = tmp_path / "model_best.pth"
+
+    class FakeEval(hooks.EvalHook):
+        def __init__(self, storage):
+            super().__init__(10, lambda: {})
+            self.storage = storage
+
+        def _do_eval(self):  # what EvalHook records: the metric of the current weights
+            self.storage.put_scalar("segm/AP", float(model.bias), smoothing_hint=False)
+
+    with EventStorage(0) as storage:
+        hook = BestCheckpointer(10, checkpointer, "segm/AP", eval_start=True)
+        hook.trainer = SimpleNamespace(storage=storage, start_iter=0,
+                                       _hooks=[FakeEval(storage), hook])
+        hook.before_train()
+        saved = load_weights_file(best)
+        assert saved["iteration"] == 0 and saved["best_metric"] == 77.0
+        for iteration, ap in ((9, 75.0), (19, 76.0)):  # fine-tuning, never better on val
+            storage.iter = iteration
+            with torch.no_grad():
+                model.bias.fill_(ap)
+            hook.trainer._hooks[0]._do_eval()
+            hook._best_checking()
+    saved = load_weights_file(best)
+    assert float(saved["model"]["bias"]) == 77.0 and saved["iteration"] == 0
+
+
 def test_best_metric_needs_an_eval_period(data_root, tmp_path, caplog):
     from emdet.engine.trainer import BestCheckpointer, EMTrainer
 
