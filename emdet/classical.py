@@ -50,6 +50,10 @@ class ClassicalParams:
         One Otsu threshold per image, or a local mean over ``block`` px (uneven illumination).
     blur : float
         Gaussian sigma (px) before thresholding; 0 = none.
+    background : float
+        Uneven illumination removed first: the image minus its Gaussian blur of this sigma
+        (px; :func:`emdet.data.preprocess.subtract_background` ``"highpass"``, as the models'
+        ``INPUT.EM.BACKGROUND``); 0 = none.
     block : int
         Odd window (px) of the local threshold.
     split : {"none", "peaks", "hmax"}
@@ -63,6 +67,7 @@ class ClassicalParams:
     polarity: str = "auto"
     threshold: str = "otsu"
     blur: float = 1.0
+    background: float = 0.0
     block: int = 101
     split: str = "hmax"
     split_size: float = 2.0
@@ -73,8 +78,9 @@ class ClassicalParams:
                               ("split", SPLITS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {allowed}")
-        if not (self.blur >= 0 and self.split_size >= 0 and self.min_area >= 0):
-            raise ValueError("blur, split_size and min_area must be >= 0")
+        if not (self.blur >= 0 and self.split_size >= 0 and self.min_area >= 0
+                and self.background >= 0):
+            raise ValueError("blur, background, split_size and min_area must be >= 0")
         if self.block < 3 or self.block % 2 == 0:
             raise ValueError(f"block={self.block}: expected an odd window of at least 3 px")
 
@@ -99,6 +105,7 @@ DEFAULT_GRID: dict[str, Sequence[Any]] = {
     "polarity": POLARITIES,
     "threshold": THRESHOLDS,
     "blur": (0.0, 1.0, 2.0, 4.0, 6.0, 8.0),
+    "background": (0.0, 50.0, 150.0),
     "block": (51, 151, 301),
     "split": SPLITS,
     "split_size": (1.0, 2.0, 4.0, 8.0, 16.0),
@@ -120,6 +127,12 @@ def _foreground(image: np.ndarray, p: ClassicalParams) -> np.ndarray:
     from scipy import ndimage as ndi
     from skimage.filters import gaussian, threshold_local, threshold_otsu
 
+    if p.background > 0:
+        from emdet.data.preprocess import subtract_background
+
+        grey = np.asarray(image, dtype=np.float32)
+        grey = grey.mean(axis=2) if grey.ndim == 3 else grey
+        image = subtract_background(grey, method="highpass", radius=p.background)
     img = _normalise(image)
     if p.blur > 0:
         img = gaussian(img, sigma=p.blur, preserve_range=True)
@@ -293,7 +306,7 @@ def tune(
     unknown = sorted(set(grid) - {f.name for f in fields(ClassicalParams)})
     if unknown:
         raise ValueError(f"unknown grid key(s) {unknown}")
-    fg_keys = ("polarity", "threshold", "blur", "block")
+    fg_keys = ("polarity", "threshold", "blur", "background", "block")
     truth_rles = [_label_rles(t) for t in truths]  # encoded once, matched by every setting
     foregrounds: dict[tuple, list[np.ndarray]] = {}
     scored: dict[ClassicalParams, dict[str, float]] = {}
