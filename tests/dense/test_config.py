@@ -11,6 +11,9 @@ from emdet.dense.config import get_unet_cfg, load_unet_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs" / "unet").glob("*.yaml"))
+# dense configs outside configs/unet: the pre-training and real-data recipes
+OTHER = [REPO / "configs/pretrain/haadf_atoms_unet.yaml",
+         REPO / "configs/real/points_heatmap_cpu.yaml"]
 
 
 def test_there_are_configs_for_the_three_tasks():
@@ -25,6 +28,13 @@ def test_every_config_loads(path):
     assert cfg.MODEL.BLOCKS == 7 and cfg.INPUT.CROP_SIZE % 8 == 0
     if path.stem != "Base-UNet":
         assert cfg.DATASET.DIR.endswith("_synth") and cfg.OUTPUT_DIR.startswith("output/unet/")
+
+
+@pytest.mark.parametrize("path", OTHER, ids=lambda p: p.name)
+def test_pretraining_and_real_data_recipes_load(path):
+    cfg = load_unet_config(path)
+    assert cfg.TASK == "heatmap" and cfg.SOLVER.EVAL_PERIOD > 0 and cfg.DATASET.VAL_SPLITS
+    assert cfg.INPUT.PREPROCESS == "percentile" and cfg.MODEL.FEATURES == 16
 
 
 def test_paper_architecture_is_an_override():
