@@ -107,7 +107,8 @@ def train_model(
         Gets ``model_last.pth`` during training and ``model_final.pth`` at the end.
     resume : bool, keyword-only
         Continue from ``out_dir/model_last.pth`` when it exists (model, optimizer, iteration,
-        random states); a finished ``model_final.pth`` is loaded and returned as is.
+        random states); a finished ``model_final.pth`` is loaded and returned as is, unless
+        ``SOLVER.MAX_ITER`` is now higher: then training continues from it.
     seed : int, keyword-only
         Default ``cfg.SEED``.
     progress : bool, keyword-only
@@ -146,22 +147,26 @@ def train_model(
     max_iter = int(cfg.SOLVER.MAX_ITER)
     final, last, best_path = out_dir / FINAL, out_dir / LAST, out_dir / BEST
     eval_period = int(cfg.SOLVER.EVAL_PERIOD) if val_samples else 0
-    if resume and final.is_file():
+    finished = load_checkpoint(final, map_location=device) if resume and final.is_file() else None
+    if finished is not None and (int(finished["iteration"]) + 1 >= max_iter
+                                 or "optimizer" not in finished):
         done = best_path if eval_period and best_path.is_file() else final
-        data = load_checkpoint(done, map_location=device)
+        data = finished if done == final else load_checkpoint(done, map_location=device)
         model.load_state_dict(data["model"])
         model.heatmap_thresholds = data.get("heatmap_thresholds")
         logger.info("%s: already trained, loaded %s", desc, done)
         return model.eval()
-    if resume and last.is_file():
-        data = load_checkpoint(last, map_location=device)
+    resume_from = final if finished is not None else last  # a higher MAX_ITER trains on
+    if resume and resume_from.is_file():
+        data = finished if finished is not None else load_checkpoint(last, map_location=device)
         model.load_state_dict(data["model"])
         optimizer.load_state_dict(data["optimizer"])
         start = int(data["iteration"]) + 1
         torch.set_rng_state(data["rng"]["torch"].cpu())
         rng.bit_generator.state = data["rng"]["numpy"]
-        logger.info("%s: resuming from %s at iteration %d", desc, last, start)
-        print(f"[{desc}] resuming from {last} at iteration {start}", flush=True)
+        logger.info("%s: resuming from %s at iteration %d", desc, resume_from, start)
+        print(f"[{desc}] resuming from {resume_from} at iteration {start} of {max_iter}",
+              flush=True)
     elif cfg.MODEL.WEIGHTS:
         data = load_checkpoint(cfg.MODEL.WEIGHTS, map_location=device)
         model.load_state_dict(data["model"])
@@ -239,7 +244,11 @@ def train_model(
               f"{'validation' if eval_period else 'training'} images: " + ", ".join(
                   f"{c} {t:.2f}" for c, t in zip(classes, model.heatmap_thresholds,
                                                  strict=True)), flush=True)
-    save_checkpoint(final, {**meta, "model": model.state_dict(), "iteration": max_iter - 1})
+    # with the optimizer and random states, so --resume with a higher MAX_ITER trains on
+    save_checkpoint(final, {**meta, "model": model.state_dict(), "iteration": max_iter - 1,
+                            "optimizer": optimizer.state_dict(),
+                            "rng": {"torch": torch.get_rng_state(),
+                                    "numpy": rng.bit_generator.state}})
     if last.is_file():
         last.unlink()
     if loss_avg is not None:

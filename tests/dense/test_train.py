@@ -100,6 +100,24 @@ def test_tiny_training_resumes_to_the_same_weights(graphene_dir, tmp_path, monke
     assert not list((tmp_path / "b").glob(".tmp-*"))
 
 
+def test_resume_with_a_higher_max_iter_trains_on_from_the_finished_run(graphene_dir, tmp_path):
+    """6 iterations, then --resume with SOLVER.MAX_ITER 10: the same weights as 10 at once."""
+    cfg10 = _cfg("graphene_contamination.yaml", graphene_dir, tmp_path, "SOLVER.MAX_ITER", "10")
+    samples, classes = load_dense_samples(cfg10, splits=["train"])
+    torch.set_num_threads(1)  # bit-identical runs
+    straight = train_model(cfg10, samples, classes, tmp_path / "a", progress=False)
+    cfg6 = _cfg("graphene_contamination.yaml", graphene_dir, tmp_path, "SOLVER.MAX_ITER", "6")
+    six = train_model(cfg6, samples, classes, tmp_path / "b", progress=False)
+    again = train_model(cfg6, samples, classes, tmp_path / "b", resume=True, progress=False)
+    for a, b in zip(six.state_dict().values(), again.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # finished: loaded as it is
+    longer = train_model(cfg10, samples, classes, tmp_path / "b", resume=True, progress=False)
+    assert load_checkpoint(tmp_path / "b" / "model_final.pth")["iteration"] == 9
+    for (k, a), b in zip(straight.state_dict().items(), longer.state_dict().values(),
+                         strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+
+
 def test_cross_validation_writes_mean_and_spread_and_resumes(graphene_dir, tmp_path, capsys):
     cfg = _cfg("graphene_contamination.yaml", graphene_dir, tmp_path, "SOLVER.MAX_ITER", "2")
     result = run_training(cfg, folds=2, progress=False)
