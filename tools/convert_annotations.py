@@ -146,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="side in pixels of the square box around labelme points",
     )
     p.add_argument(
+        "--pixel-size",
+        type=float,
+        default=None,
+        metavar="SIZE",
+        help="pixel size of every image (per pixel, in --unit), instead of what the image "
+        "files carry (TIFF tags, DM, MRC, SER, EMD); a warning names each file that disagrees",
+    )
+    p.add_argument("--unit", default="nm", help="unit of --pixel-size (default nm; um, A, pm)")
+    p.add_argument(
         "--split",
         default=None,
         metavar="NAME=N|FRAC,...",
@@ -236,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
             clip_to_image=args.clip_to_image,
             overwrite=args.overwrite,
             progress=not args.no_progress,
+            pixel_size=args.pixel_size,
+            unit=args.unit,
             **_mask_args(args),
         )
     except ConversionError as exc:

@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     except StatsError as e:
         sys.exit(f"stats_report: {e}")
     print(f"{len(out.instances)} objects in {len(out.images)} images")
+    for note in out.notes:  # the report's banner, also here: e.g. sizes only in pixels
+        print(f"note: {note}")
     for path in (out.instances_csv, out.summary_csv, out.report):
         print(f"wrote {path}")
 

@@ -60,6 +60,7 @@ __all__ = [
     "ImageTooLargeError",
     "image_size",
     "list_images",
+    "normalise_unit",
     "load_for_detectron2",
     "max_image_pixels",
     "read_image",
@@ -319,6 +320,13 @@ def _normalise_unit(value: float, unit: Any) -> tuple[float | None, str | None]:
         if match and match.group(1) in _LENGTH_IN_NM:
             return float(value) / _LENGTH_IN_NM[match.group(1)], "1/nm"
     return float(value), text
+
+
+def normalise_unit(value: float | None, unit: Any) -> tuple[float | None, str | None]:
+    """A pixel size in nm (or 1/nm for reciprocal space), as :func:`read_image` reports it:
+    ``normalise_unit(2.5, "Å") == (0.25, "nm")``; ``(None, None)`` for no usable calibration
+    (missing, ``"pixel"``, not positive)."""
+    return _normalise_unit(value, unit)
 
 
 # --------------------------------------------------------------------------------------------

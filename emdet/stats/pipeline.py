@@ -38,6 +38,8 @@ class StatsOutputs:
     instances: pd.DataFrame
     summary: pd.DataFrame
     images: pd.DataFrame
+    #: What the report's banner says (uncalibrated images, pixel units, border objects).
+    notes: tuple[str, ...] = ()
 
 
 def _csv(df: pd.DataFrame) -> str:
@@ -276,5 +278,5 @@ def run_stats_report(
     except OSError as e:
         raise StatsError(f"cannot write the outputs in {out}: {e}") from None
     return StatsOutputs(out / "instances.csv", out / "summary.csv", out / "report.html",
-                        instances, summary, images)
+                        instances, summary, images, tuple(notes))
 

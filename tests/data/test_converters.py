@@ -239,6 +239,37 @@ def test_labelme_image_path_relative_windows_style_and_tiff_size(tmp_path):
     assert (conv.coco["images"][0]["width"], conv.coco["images"][0]["height"]) == (W, H)
 
 
+def test_converters_write_the_pixel_size_of_the_image_files(tmp_path, caplog):
+    """labelme -> COCO carries each image's calibration (ImageJ TIFF: 0.21 nm; DM-style
+    Angstrom normalised to nm); --pixel-size overrides it with a warning naming the file; an
+    uncalibrated PNG is counted in a warning."""
+    from emdet.data.io import write_tiff
+
+    images = tmp_path / "images"
+    images.mkdir()
+    write_tiff(images / "a.tif", np.zeros((H, W), np.uint16), pixel_size=0.21, unit="nm")
+    write_tiff(images / "b.tif", np.zeros((H, W), np.uint16), pixel_size=0.05, unit="µm")
+    make_image(images / "c.png")
+    for name in ("a.tif", "b.tif", "c.png"):
+        write_labelme(tmp_path / "json" / f"{Path(name).stem}.json", f"../images/{name}",
+                      [shape("p", [[1, 2], [3, 4], [1, 4]])])
+    conv = to_coco(tmp_path / "json", "labelme", images_dir=images)
+    got = {im["file_name"]: (im.get("pixel_size"), im.get("unit")) for im in conv.coco["images"]}
+    assert got["a.tif"][0] == pytest.approx(0.21, rel=1e-6) and got["a.tif"][1] == "nm"
+    assert got["b.tif"][0] == pytest.approx(50.0, rel=1e-6) and got["b.tif"][1] == "nm"
+    assert got["c.png"] == (None, None)
+    assert any("1 of 3 images have no pixel size" in w and "c.png" in w for w in conv.warnings)
+    conv = to_coco(tmp_path / "json", "labelme", images_dir=images, pixel_size=2.1, unit="A")
+    assert [im["pixel_size"] for im in conv.coco["images"]] == pytest.approx([0.21] * 3)
+    assert {im["unit"] for im in conv.coco["images"]} == {"nm"}
+    disagree = [w for w in conv.warnings if "--pixel-size says" in w]
+    assert len(disagree) == 1 and "b.tif" in disagree[0]  # a.tif agrees, c.png has none
+    with pytest.raises(ConversionError, match="--pixel-size is -1"):
+        to_coco(tmp_path / "json", "labelme", images_dir=images, pixel_size=-1)
+    with pytest.raises(ConversionError, match="--unit 'parsec'"):
+        to_coco(tmp_path / "json", "labelme", images_dir=images, pixel_size=1, unit="parsec")
+
+
 def test_image_size_reads_headers(tmp_path):
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((12, 34, 3), np.uint8), photometric="rgb")
     assert image_size(tmp_path / "rgb.tif") == (34, 12)

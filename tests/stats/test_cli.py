@@ -35,6 +35,24 @@ def test_stats_report_cli(predictions_file, tmp_path):
     assert (out / "report.html").stat().st_size > 10_000
 
 
+def test_stats_report_says_on_the_console_when_sizes_are_in_pixels(shapes, tmp_path):
+    import json
+
+    data = shapes.make_predictions()
+    for image in data["images"]:
+        image.pop("pixel_size", None)
+        image.pop("unit", None)
+    path = tmp_path / "uncalibrated.json"
+    path.write_text(json.dumps(data))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools/stats_report.py"), "--input", str(path),
+         "--output", str(tmp_path / "stats")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "note: No image is calibrated: sizes are in pixels" in result.stdout
+
+
 def test_stats_report_cli_explains_bad_input(tmp_path):
     spec = importlib.util.spec_from_file_location("stats_tool", REPO / "tools/stats_report.py")
     tool = importlib.util.module_from_spec(spec)

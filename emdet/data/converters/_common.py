@@ -371,6 +371,32 @@ def image_size(
     return int(width), int(height)
 
 
+def image_calibration(path: Path, *, source: Path | None = None
+                      ) -> tuple[float | None, str | None]:
+    """``(pixel_size, unit)`` an image file carries (TIFF tags, DM/MRC/SER/EMD metadata, read
+    by :func:`emdet.data.io.read_image`), or ``(None, None)``: PNG/JPEG/NPY and other files
+    without a calibration, or an absurd one (not finite or not positive).
+
+    Raises
+    ------
+    AnnotationError
+        The image cannot be read; naming ``source`` (the annotation file) when given.
+    """
+    from emdet.data import io as emio
+
+    if emio.SUPPORTED_EXTENSIONS.get(path.suffix.lower()) in (None, "png", "jpeg", "npy"):
+        return None, None
+    try:
+        _, meta = emio.read_image(path, page=0, keep_channels=True)
+    except Exception as exc:  # noqa: BLE001 - image readers raise many types
+        raise AnnotationError(
+            source or path, f"its image {path} cannot be used: {str(exc) or type(exc).__name__}",
+            hint="Replace the image, or remove the annotation file.") from None
+    if meta.pixel_size is None or not (math.isfinite(meta.pixel_size) and meta.pixel_size > 0):
+        return None, None
+    return float(meta.pixel_size), meta.unit
+
+
 def image_bytes_info(data: bytes, source: Path, field_name: str) -> tuple[int, int, str]:
     """``(width, height, Pillow format name)`` of an image held in memory (labelme
     ``imageData``), under the pixel limit; an :class:`AnnotationError` naming ``source`` and

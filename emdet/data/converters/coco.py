@@ -53,6 +53,7 @@ from ._common import (
     Run,
     Skipped,
     check_output_path,
+    image_calibration,
     instance_to_annotation,
     json_bytes,
     logger,
@@ -127,6 +128,8 @@ def to_coco(
     mask_class_name: str | None = None,
     split_touching: bool = False,
     split_min_distance: int | None = None,
+    pixel_size: float | None = None,
+    unit: str = "nm",
 ) -> Conversion:
     """Read every annotation file of one format in a folder into a COCO dict; write nothing.
 
@@ -160,6 +163,11 @@ def to_coco(
         (``"255,0,0=vesicle;255,255,0=vesicle+hole"``), the class of instance/binary masks
         (default ``"object"``), and the watershed split of touching binary objects; see
         :mod:`.masks`.
+    pixel_size, unit : float and str, optional
+        Every image gets ``pixel_size``/``unit`` in COCO from its file (TIFF tags, DM, MRC,
+        SER, EMD); this value (e.g. ``0.21`` and ``"nm"``) is used instead for all images, with
+        a warning for each image whose file says otherwise. Images left without a pixel size
+        are counted in a warning (statistics of them come out in pixels).
 
     Raises
     ------
@@ -214,6 +222,9 @@ def to_coco(
         raise ConversionError(
             f"--point-box-size is {point_box_size}; expected a positive number of pixels."
         )
+    if pixel_size is not None and not (math.isfinite(pixel_size) and pixel_size > 0):
+        raise ConversionError(f"--pixel-size is {pixel_size}; expected a positive number "
+                              f"(per pixel, in --unit {unit}).")
     run = Run(
         fmt=fmt,
         input_dir=input_dir,
@@ -230,6 +241,7 @@ def to_coco(
     skip = {Path(p).resolve() for p in exclude}
     if mask_opts is not None:
         records = read_masks(input_dir, img_dir, mask_opts, run, exclude=skip, progress=progress)
+        _calibrate(records, run, pixel_size, unit)
         return _assemble(records, run, input_dir, img_dir, class_list)
     files = sorted(
         p
@@ -268,7 +280,39 @@ def to_coco(
             except AnnotationError as err:
                 run.problem(err)
         records.append((rec, valid))
+    _calibrate(records, run, pixel_size, unit)
     return _assemble(records, run, input_dir, img_dir, class_list, annotated)
+
+
+def _calibrate(records: Sequence[tuple[ImageRecord, list[dict[str, Any]]]], run: Run,
+               pixel_size: float | None, unit: str) -> None:
+    """Give each record the pixel size of its image file, or the one given; warn where the
+    two disagree and about images left uncalibrated."""
+    from emdet.data.io import normalise_unit as _normalise_unit
+
+    given = _normalise_unit(pixel_size, unit) if pixel_size is not None else (None, None)
+    if pixel_size is not None and given[1] != "nm":
+        raise ConversionError(f"--unit {unit!r} is not a length unit (nm, um, A, pm, ...).")
+    missing = []
+    for rec, _ in records:
+        if rec.pixel_size is None and rec.image.is_file() and rec.image not in run.extracted:
+            try:
+                rec.pixel_size, rec.unit = image_calibration(rec.image, source=rec.source)
+            except AnnotationError as err:
+                run.problem(err)
+        if given[0] is not None:
+            own = _normalise_unit(rec.pixel_size, rec.unit) if rec.pixel_size else (None, None)
+            if own[0] is not None and (own[1] != given[1]
+                                       or abs(own[0] - given[0]) > 0.01 * given[0]):
+                run.warn(f"{rec.image}: the file says {rec.pixel_size:g} {rec.unit} per pixel, "
+                         f"--pixel-size says {pixel_size:g} {unit}; using {pixel_size:g} {unit}.")
+            rec.pixel_size, rec.unit = given
+        elif rec.pixel_size is None:
+            missing.append(rec.image.name)
+    if missing:
+        run.warn(f"{len(missing)} of {len(records)} images have no pixel size in their file "
+                 f"(e.g. {', '.join(missing[:3])}); their sizes will be in pixels. Pass "
+                 "--pixel-size and --unit to calibrate them.")
 
 
 def _assemble(
@@ -357,6 +401,8 @@ def convert_annotations(
     mask_class_name: str | None = None,
     split_touching: bool = False,
     split_min_distance: int | None = None,
+    pixel_size: float | None = None,
+    unit: str = "nm",
 ) -> ConversionReport:
     """Convert a folder of annotations to a COCO JSON file (and optional split files).
 
@@ -406,6 +452,8 @@ def convert_annotations(
         mask_class_name=mask_class_name,
         split_touching=split_touching,
         split_min_distance=split_min_distance,
+        pixel_size=pixel_size,
+        unit=unit,
     )
     files: list[tuple[Path, bytes]] = list(conv.extracted_images.items())
     files.append((output, json_bytes(conv.coco, target=output)))

@@ -76,6 +76,7 @@ from ._common import (
     ImageRecord,
     Run,
     check_output_path,
+    image_calibration,
     load_json,
     logger,
     refuse_existing,
@@ -661,18 +662,13 @@ def _image_info(image: Path, mask: Path) -> tuple[int, int, float | None, str | 
 
     try:
         height, width = emio.image_size(image)
-        pixel_size = unit = None
-        if emio.SUPPORTED_EXTENSIONS.get(image.suffix.lower()) not in (None, "png", "jpeg", "npy"):
-            _, meta = emio.read_image(image, page=0, keep_channels=True)
-            pixel_size, unit = meta.pixel_size, meta.unit
     except Exception as exc:  # noqa: BLE001 - image readers raise many types
         raise AnnotationError(
             mask,
             f"its image {image} cannot be used: {str(exc) or type(exc).__name__}",
             hint="Replace the image, or remove the mask.",
         ) from None
-    if pixel_size is not None and not (math.isfinite(pixel_size) and pixel_size > 0):
-        pixel_size = unit = None
+    pixel_size, unit = image_calibration(image, source=mask)
     return int(width), int(height), pixel_size, unit
 
 
