@@ -270,6 +270,37 @@ def test_converters_write_the_pixel_size_of_the_image_files(tmp_path, caplog):
         to_coco(tmp_path / "json", "labelme", images_dir=images, pixel_size=1, unit="parsec")
 
 
+@pytest.mark.parametrize("angle", [0.0, 30.0, -60.0, 89.0])
+def test_labelme_oriented_rectangle_becomes_an_rbox(tmp_path, angle):
+    """labelme's native rotated box (the natural input for nanorods): its 4 corners, in any
+    starting corner and direction, give the canonical rbox whose corners they are."""
+    from emdet.data.converters._geometry import rbox_corners
+
+    rbox = (40.0, 30.0, 36.0, 10.0, angle)
+    corners = rbox_corners(rbox)[::-1].tolist()  # labelme's own order differs; any order works
+    make_image(tmp_path / "img" / "r.png")
+    write_labelme(tmp_path / "json" / "r.json", "../img/r.png",
+                  [shape("rod", corners, "oriented_rectangle")])
+    conv = to_coco(tmp_path / "json", "labelme", images_dir=tmp_path / "img")
+    (ann,) = conv.coco["annotations"]
+    got = ann["rbox"]
+    assert got[:4] == pytest.approx(rbox[:4], abs=1e-6)
+    assert (got[4] - angle + 90) % 180 - 90 == pytest.approx(0, abs=1e-6)
+    assert ann["area"] == pytest.approx(36 * 10, rel=0.05)
+
+
+def test_labelme_oriented_rectangle_that_is_not_a_rectangle_is_refused(tmp_path):
+    make_image(tmp_path / "img" / "r.png")
+    write_labelme(tmp_path / "json" / "r.json", "../img/r.png",
+                  [shape("rod", [[1, 1], [20, 1], [25, 9], [1, 9]], "oriented_rectangle")])
+    with pytest.raises(AnnotationError, match="not the corners of a rectangle"):
+        to_coco(tmp_path / "json", "labelme", images_dir=tmp_path / "img")
+    write_labelme(tmp_path / "json" / "r.json", "../img/r.png",
+                  [shape("v", [[1, 1], [20, 20]], "mask")])
+    with pytest.raises(AnnotationError, match="'mask' shapes are not read yet.*--format masks"):
+        to_coco(tmp_path / "json", "labelme", images_dir=tmp_path / "img")
+
+
 def test_image_size_reads_headers(tmp_path):
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((12, 34, 3), np.uint8), photometric="rgb")
     assert image_size(tmp_path / "rgb.tif") == (34, 12)

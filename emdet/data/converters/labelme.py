@@ -52,12 +52,13 @@ from ._common import (
     refuse_existing,
     write_outputs,
 )
-from ._geometry import circle_polygon, rbox_corners
+from ._geometry import circle_polygon, normalize_rbox, rbox_corners
 
 #: The labelme version written into the files made by :func:`coco_to_labelme`.
 LABELME_VERSION = "5.2.1"
 
-SHAPE_TYPES = ("polygon", "rectangle", "circle", "point", "line", "linestrip")
+SHAPE_TYPES = ("polygon", "rectangle", "oriented_rectangle", "circle", "point", "line",
+               "linestrip")
 _IGNORED_SHAPES = ("line", "linestrip")
 _FORMAT_EXTENSIONS = {
     "PNG": (".png",),
@@ -260,8 +261,10 @@ def _shape_to_instance(shape: Any, i: int, path: Path, run: Run) -> Instance | N
     if not isinstance(stype, str) or stype not in SHAPE_TYPES:
         raise AnnotationError(
             path,
-            f"unknown shape_type {stype!r:.60}; expected one of polygon, rectangle, circle, "
-            "point (line and linestrip are skipped).",
+            f"unknown shape_type {stype!r:.60}; expected one of polygon, rectangle, "
+            "oriented_rectangle, circle, point (line and linestrip are skipped)"
+            + ("; labelme 'mask' shapes are not read yet: export them as label images and "
+               "use --format masks" if stype == "mask" else "") + ".",
             obj=where,
             hint="Redraw it as a polygon in labelme.",
         )
@@ -291,6 +294,8 @@ def _shape_to_instance(shape: Any, i: int, path: Path, run: Run) -> Instance | N
             )
         (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
         return Instance(label, [_box_polygon(x0, y0, x1, y1)], where, kind="box")
+    if stype == "oriented_rectangle":
+        return _oriented_rectangle(label, pts, path, where)
     if stype == "circle":
         if n != 2:
             raise AnnotationError(
@@ -336,6 +341,27 @@ def _shape_to_instance(shape: Any, i: int, path: Path, run: Run) -> Instance | N
         kind="box",
         point=(float(x), float(y)),
     )
+
+
+def _oriented_rectangle(label: str, pts: np.ndarray, path: Path, where: str) -> Instance:
+    """labelme's rotated box (4 corners in drawing order) as a canonical detectron2 ``rbox``."""
+    if len(pts) != 4:
+        raise AnnotationError(path, f"oriented_rectangle has {len(pts)} point(s) in field "
+                              "points; expected its 4 corners.", obj=where)
+    e1, e2 = pts[1] - pts[0], pts[2] - pts[1]
+    w, h = float(np.hypot(*e1)), float(np.hypot(*e2))
+    if w <= 0 or h <= 0:
+        raise AnnotationError(path, "oriented_rectangle has no area (repeated corners).",
+                              obj=where, hint="Delete it or redraw it in labelme.")
+    closing = pts[3] - pts[0]
+    if abs(float(e1 @ e2)) > 0.02 * w * h or float(np.hypot(*(closing - e2))) > 0.02 * max(w, h):
+        raise AnnotationError(path, "oriented_rectangle's 4 points in field points are not "
+                              "the corners of a rectangle.", obj=where,
+                              hint="Redraw it in labelme, or make it a polygon.")
+    cx, cy = pts.mean(axis=0)
+    # the w axis of a detectron2 box at angle t (degrees CCW, y down) is (cos t, -sin t)
+    rbox = normalize_rbox(float(cx), float(cy), w, h, math.degrees(math.atan2(-e1[1], e1[0])))
+    return Instance(label, [rbox_corners(rbox)], where, kind="rbox", rbox=rbox)
 
 
 def _box_polygon(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
