@@ -372,6 +372,9 @@ def export_to_zoo(
              "bytes": len(blob), "config": config, "description": description,
              "iteration": data.get("iteration"), "score_threshold": score_threshold,
              "figures": figures or {}}
+    if "arch" in dense:
+        entry |= {"task": dense.get("task"), "classes": dense.get("classes"),
+                  "heatmap_thresholds": dense.get("heatmap_thresholds")}
     index_path = os.path.join(zoo, "models.json")
     index = {}
     if os.path.isfile(index_path):
