@@ -20,10 +20,17 @@ What is checked
   ``score``; polygon vertices within one image size of the image; RLE ``size`` equal to the
   image's ``[height, width]`` and counts (compressed or not) that are valid and sum to
   ``height x width``.
+
+Crowd annotations (``iscrowd: 1``): in COCO they mark regions of many objects, left out of
+training and ignored by evaluation. CVAT writes *every* mask object with ``iscrowd: 1``, so a
+CVAT file would train and score nothing. The rule (:func:`crowd_as_objects`): a file whose
+annotations are **all** crowd is read as objects (``iscrowd`` 0) with a warning; a file that
+mixes 0 and 1 keeps COCO's meaning.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
 import os
@@ -33,7 +40,31 @@ from typing import Any
 
 from emdet.utils import strictjson
 
-__all__ = ["CocoFormatError", "check_annotation", "check_coco", "read_coco", "rle_counts"]
+__all__ = ["CocoFormatError", "check_annotation", "check_coco", "crowd_as_objects", "read_coco",
+           "rle_counts"]
+
+logger = logging.getLogger(__name__)
+_WARNED: set[str] = set()
+
+
+def crowd_as_objects(annotations: list, source: str | os.PathLike = "") -> bool:
+    """Apply the crowd rule (module docstring) in place: when every annotation has
+    ``iscrowd: 1`` (CVAT's masks), set them to 0 and warn once per ``source``. Returns whether
+    it changed anything."""
+    if not annotations or not all(isinstance(a, Mapping) and a.get("iscrowd", 0) == 1
+                                  for a in annotations):
+        return False
+    for a in annotations:
+        a["iscrowd"] = 0
+    key = os.fspath(source)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        logger.warning(
+            "%s: all %d annotations have iscrowd 1, as CVAT writes mask objects; they are read "
+            "as objects (iscrowd 0). To mark crowd regions that training and evaluation "
+            "ignore, keep the objects at iscrowd 0 and only those regions at 1.",
+            key or "COCO data", len(annotations))
+    return True
 
 
 class CocoFormatError(ValueError):
@@ -83,7 +114,9 @@ def read_coco(path: str | os.PathLike) -> dict[str, Any]:
                               f"{e.msg})") from None
     except RecursionError:
         raise CocoFormatError(f"{path}: JSON nested too deeply to be a COCO file") from None
-    return check_coco(data, path)
+    data = check_coco(data, path)
+    crowd_as_objects(data.get("annotations") or [], path)
+    return data
 
 
 def rle_counts(counts: Any) -> list[int] | None:

@@ -387,6 +387,13 @@ def load_em_coco_json(
     records = load_coco_json(
         str(json_file), str(image_root), dataset_name, extra_annotation_keys=extra
     )
+    from emdet.data.cocofile import crowd_as_objects
+
+    # CVAT's all-crowd masks are objects (emdet.data.cocofile); the evaluator applies the same
+    if crowd_as_objects([obj for r in records for obj in r["annotations"]], json_file):
+        for record in records:
+            for obj in record["annotations"]:
+                obj["iscrowd"] = 0
     images = {img["id"]: img for img in data["images"]}
     for record in records:
         img = images[record["image_id"]]

@@ -243,6 +243,18 @@ class BestCheckpointer(hooks.BestCheckpointer):
                           if "score_threshold" in extra else "")
 
 
+def _crowd_rule(evaluator) -> None:
+    """The crowd rule of :mod:`emdet.data.cocofile` in the evaluator's ground truth: pycocotools
+    read the json itself, so a CVAT file whose annotations are all ``iscrowd: 1`` would be
+    scored as all ignored regions; they become objects, as in training."""
+    from emdet.data.cocofile import crowd_as_objects
+
+    api = getattr(evaluator, "_coco_api", None)
+    if api is not None:  # its index holds the same annotation dicts, changed in place
+        crowd_as_objects(api.dataset.get("annotations") or [],
+                         getattr(evaluator._metadata, "json_file", ""))
+
+
 class EMTrainer(DefaultTrainer):
     """DefaultTrainer for EM datasets; see the module docstring for what it changes."""
 
@@ -285,6 +297,7 @@ class EMTrainer(DefaultTrainer):
             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
             use_fast_impl=has_compiled_ops(),
         )
+        _crowd_rule(coco)
         if evaluator_type != "coco" or dataset_name != cfg.DATASETS.TEST[0]:
             return coco
         from detectron2.evaluation import DatasetEvaluators

@@ -198,3 +198,47 @@ def test_best_metric_needs_an_eval_period(data_root, tmp_path, caplog):
                "DATASETS.TEST", "('vesicles_synth_val',)")
     names = [type(h).__name__ for h in EMTrainer(cfg)._hooks]
     assert names.index("BestCheckpointer") == names.index("EvalHook") + 1
+
+
+def test_cvat_files_with_every_mask_marked_crowd_train_and_score_as_objects(tmp_path, caplog):
+    """CVAT writes every mask object with iscrowd 1; detectron2 would drop every image from
+    training and pycocotools ignore every object. All-crowd files are read as objects, in the
+    data set and in the evaluator's ground truth; a file mixing 0 and 1 keeps COCO's meaning."""
+    import json
+    import shutil
+
+    from detectron2.data import DatasetCatalog
+    from detectron2.data.build import filter_images_with_only_crowd_annotations
+
+    from emdet.data.cocofile import read_coco
+    from emdet.data.synthetic import make_synthetic
+    from emdet.engine.trainer import EMTrainer
+
+    root = tmp_path / "datasets"
+    make_synthetic("vesicles", num=4, size=128, seed=5, output=root / "cvat_synth",
+                   split={"train": 0.5, "val": 0.5})
+    val = root / "cvat_synth" / "annotations" / "val.json"
+    data = json.loads(val.read_text())
+    n = len(data["annotations"])
+    shutil.copy(val, tmp_path / "mixed.json")
+    for ann in data["annotations"]:
+        ann["iscrowd"] = 1
+    val.write_text(json.dumps(data))
+    cfg = _cfg(root, tmp_path, "DATASETS.TRAIN", "('cvat_synth_val',)",
+               "DATASETS.TEST", "('cvat_synth_val',)")
+    records = DatasetCatalog.get("cvat_synth_val")
+    assert sum(len(r["annotations"]) for r in records) == n > 0
+    assert all(a["iscrowd"] == 0 for r in records for a in r["annotations"])
+    assert len(filter_images_with_only_crowd_annotations(records)) == len(records)
+    assert "all %d annotations have iscrowd 1" in "".join(r.msg for r in caplog.records)
+    evaluator = EMTrainer.build_evaluator(cfg, "cvat_synth_val")
+    coco_eval = evaluator._evaluators[0] if hasattr(evaluator, "_evaluators") else evaluator
+    anns = coco_eval._coco_api.loadAnns(coco_eval._coco_api.getAnnIds())
+    assert len(anns) == n and not any(a["iscrowd"] for a in anns)
+    # the same rule for tools that read the file themselves
+    assert not any(a["iscrowd"] for a in read_coco(val)["annotations"])
+    mixed = json.loads((tmp_path / "mixed.json").read_text())
+    mixed["annotations"][0]["iscrowd"] = 1
+    (tmp_path / "mixed.json").write_text(json.dumps(mixed))
+    kept = [a["iscrowd"] for a in read_coco(tmp_path / "mixed.json")["annotations"]]
+    assert kept[0] == 1 and sum(kept) == 1
