@@ -79,8 +79,14 @@ def setup() -> Path:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in {"-h", "--help", "help"}:
+        print(__doc__)
+        return 0
     if not argv or argv[0] not in {"setup", "demo", "test"}:
         print(__doc__)
+        if argv:
+            print(f"bootstrap.py: unknown command {argv[0]!r}; use setup, demo or test.",
+                  file=sys.stderr)
         return 2
     python = setup()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
