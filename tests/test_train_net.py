@@ -1,6 +1,7 @@
 """tools/train_net.py as a user runs it: trains, evaluates per class, resumes after a kill."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -55,6 +56,11 @@ def test_trains_and_reports_per_class_ap(tmp_path, data_root):
     assert "calibrated score threshold" in log
     calibrated = json.loads((out / "score_threshold.json").read_text())
     assert 0 <= calibrated["threshold"] <= 1 and calibrated["dataset"] == "vesicles_synth_val"
+    # progress from the first iteration; environment, config and model only in the log file
+    assert re.search(r"iter: 0 +total_loss", result.stdout)
+    saved = (out / "log.txt").read_text()
+    for long_record in ("Environment info", "Running with full config", "GeneralizedRCNN("):
+        assert long_record not in result.stdout and long_record in saved, long_record
 
 
 def test_resume_after_kill_continues_the_schedule(tmp_path, data_root):

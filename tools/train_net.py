@@ -5,6 +5,9 @@
     python tools/train_net.py --config-file CFG --resume              # continue after an interrupt
     python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS out/model_final.pth
     python tools/train_net.py --config-file CFG --num-gpus 4          # same command, more GPUs
+
+The console shows progress from the first iterations; the environment, the full config and the
+model go to OUTPUT_DIR/log.txt (--verbose: also the console).
 """
 import sys
 
@@ -37,8 +40,16 @@ def main(args):
     return trainer.train()
 
 
+def build_parser():
+    parser = default_argument_parser()
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print the environment, the full config and the model on the "
+                        "console (they always go to OUTPUT_DIR/log.txt)")
+    return parser
+
+
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = build_parser().parse_args()
     try:
         launch(
             main,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import sys
 
 from detectron2.data import (
     DatasetCatalog,
@@ -58,12 +59,47 @@ def setup_cfg(args, *, default_setup_enabled: bool = True):
     bitmask = match_mask_format(cfg)  # RLE data train as bitmasks, without a config change
     cfg.freeze()
     if default_setup_enabled:
+        if not getattr(args, "verbose", False):
+            _quiet_console(cfg)
         default_setup(cfg, args)
         _setup_emdet_logger(cfg)
     if bitmask:
         logger.info("INPUT.MASK_FORMAT bitmask: the training data %s have RLE masks",
                     ", ".join(cfg.DATASETS.TRAIN))
     return cfg
+
+
+#: Long records that go to ``OUTPUT_DIR/log.txt`` only (``train_net.py --verbose``: also the
+#: console): the environment, the whole config and the model's layer list.
+_FILE_ONLY = ("Environment info:", "Command line arguments:", "Contents of args.config_file",
+              "Running with full config", "Model:\n")
+
+
+class _FileOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_FILE_ONLY)
+
+
+def _quiet_console(cfg) -> None:
+    """Keep the environment dump, the full config and the model print out of the console.
+
+    detectron2's ``setup_logger`` is memoised on its arguments: calling it here exactly as
+    ``default_setup`` does creates the same loggers early, so the filter is on their console
+    handlers before ``default_setup`` logs; the file handler still gets everything.
+    """
+    from detectron2.utils import comm
+    from detectron2.utils.logger import setup_logger
+
+    output_dir = cfg.OUTPUT_DIR
+    if comm.is_main_process() and output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+    rank = comm.get_rank()
+    for log in (setup_logger(output_dir, distributed_rank=rank, name="fvcore"),
+                setup_logger(output_dir, distributed_rank=rank)):
+        for handler in log.handlers:  # the log file's handler is a StreamHandler too
+            if getattr(handler, "stream", None) in (sys.stdout, sys.stderr) and not any(
+                    isinstance(f, _FileOnly) for f in handler.filters):
+                handler.addFilter(_FileOnly())
 
 
 def _setup_emdet_logger(cfg) -> None:
@@ -243,6 +279,19 @@ class BestCheckpointer(hooks.BestCheckpointer):
                           if "score_threshold" in extra else "")
 
 
+class _FirstStepWriter(hooks.PeriodicWriter):
+    """detectron2's ``PeriodicWriter`` that also writes after the first iteration of a run, so
+    the console shows losses and an ETA within seconds, not after ``EMDET.LOG_PERIOD`` slow
+    CPU iterations."""
+
+    def after_step(self):
+        if self.trainer.iter == self.trainer.start_iter:
+            for writer in self._writers:
+                writer.write()
+        else:
+            super().after_step()
+
+
 def _crowd_rule(evaluator) -> None:
     """The crowd rule of :mod:`emdet.data.cocofile` in the evaluator's ground truth: pycocotools
     read the json itself, so a CVAT file whose annotations are all ``iscrowd: 1`` would be
@@ -318,9 +367,9 @@ class EMTrainer(DefaultTrainer):
             **self.checkpointer.checkpointables,
         )
         built = super().build_hooks()
-        for hook in built:
+        for i, hook in enumerate(built):
             if isinstance(hook, hooks.PeriodicWriter):  # detectron2 fixes it at 20 iterations
-                hook._period = int(self.cfg.EMDET.LOG_PERIOD)
+                built[i] = _FirstStepWriter(hook._writers, period=int(self.cfg.EMDET.LOG_PERIOD))
         metric, period = self.cfg.EMDET.BEST_METRIC, self.cfg.TEST.EVAL_PERIOD
         if metric and period > 0:
             where = next(i for i, h in enumerate(built) if isinstance(h, hooks.EvalHook))
