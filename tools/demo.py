@@ -95,8 +95,9 @@ def main(argv=None) -> None:
               "SOLVER.STEPS", f"({int(args.iters * 0.8)},)", "EMDET.DATASETS_ROOT", str(data_root)],
         resume=False, eval_only=False, num_gpus=1, num_machines=1, machine_rank=0,
     )
+    print(f"[demo] 2/5 training {args.iters} iterations -> {train_dir} (environment, config "
+          f"and model in {train_dir / 'log.txt'})", flush=True)
     cfg = setup_cfg(cfg_args)
-    print(f"[demo] 2/5 training {args.iters} iterations -> {train_dir}")
     trainer = EMTrainer(cfg)
     trainer.resume_or_load(resume=True)
     trainer.train()
