@@ -31,13 +31,13 @@ from emdet.data.converters import (
     to_coco,
 )
 from emdet.data.converters._common import image_size
+from emdet.data.converters._geometry import canonical_rbox as normalize_rbox
 from emdet.data.converters._geometry import (
     circle_polygon,
-    normalize_rbox,
-    rbox_corners,
     rolabelimg_corners,
     rolabelimg_to_rbox,
 )
+from emdet.data.geometry import rbox_to_polygon as rbox_corners
 
 # pycocotools' mask decoding warns under numpy 2; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
@@ -274,8 +274,6 @@ def test_converters_write_the_pixel_size_of_the_image_files(tmp_path, caplog):
 def test_labelme_oriented_rectangle_becomes_an_rbox(tmp_path, angle):
     """labelme's native rotated box (the natural input for nanorods): its 4 corners, in any
     starting corner and direction, give the canonical rbox whose corners they are."""
-    from emdet.data.converters._geometry import rbox_corners
-
     rbox = (40.0, 30.0, 36.0, 10.0, angle)
     corners = rbox_corners(rbox)[::-1].tolist()  # labelme's own order differs; any order works
     make_image(tmp_path / "img" / "r.png")
@@ -486,9 +484,9 @@ def test_rotation_convention_iou_when_rotated_ops_are_available():
     assert iou[2] < 0.5
 
 
-def test_private_rbox_helpers_agree_with_emdet_data_geometry():
-    # The converters keep private copies until they are merged with emdet.data.geometry.
-    geometry = pytest.importorskip("emdet.data.geometry")
+def test_rolabelimg_boxes_agree_with_emdet_data_geometry():
+    from emdet.data import geometry
+
     for ro in ROTATED:
         rbox = rolabelimg_to_rbox(*ro)
         assert np.allclose(geometry.normalize_rbox([*ro[:4], -math.degrees(ro[4])]), rbox)

@@ -1,8 +1,7 @@
-"""Small geometry helpers private to the converters.
-
-NOTE (merge): ``emdet/data/geometry.py`` is getting the project's rotated-box helpers. Once it lands,
-replace :func:`rbox_corners`, :func:`normalize_rbox` and :func:`rolabelimg_to_rbox` here with those and
-keep ``tests/data/test_converters.py::test_rotation_convention_*``, which pin the convention.
+"""Geometry the converters need beyond :mod:`emdet.data.geometry` (which has the rotated-box
+helpers they share with the rest of emdet): roLabelImg's angle convention, circles as polygons,
+polygon areas and clipping. ``tests/data/test_converters.py::test_rotation_convention_*`` pin
+the conventions.
 
 Rotated-box conventions
 -----------------------
@@ -29,6 +28,8 @@ import numpy as np
 import shapely
 from shapely.geometry import Polygon
 
+from emdet.data.geometry import normalize_rbox
+
 #: Vertices used to turn a labelme circle into a polygon (a multiple of 4, so that the polygon's
 #: bounding box is the circle's).
 CIRCLE_VERTICES = 32
@@ -48,36 +49,16 @@ def rolabelimg_corners(cx: float, cy: float, w: float, h: float, angle_rad: floa
     return np.array([(cx + c * dx - s * dy, cy + s * dx + c * dy) for dx, dy in offsets], float)
 
 
-def normalize_rbox(cx: float, cy: float, w: float, h: float, angle_deg: float) -> RBox:
-    """Canonical detectron2 rotated box: ``w >= h`` and angle in ``[-90, 90)`` degrees.
-
-    The same rectangle is described by ``(w, h, t)``, ``(h, w, t + 90)`` and ``(w, h, t + 180)``;
-    this picks the one whose ``w`` is the long side and whose angle lies in ``[-90, 90)``.
-    """
-    w, h, t = float(w), float(h), float(angle_deg)
-    if h > w:
-        w, h, t = h, w, t + 90.0
-    t = (t + 90.0) % 180.0 - 90.0
-    if abs(t) < 1e-9:
-        t = 0.0
-    return (float(cx), float(cy), w, h, t)
+def canonical_rbox(cx: float, cy: float, w: float, h: float, angle_deg: float) -> RBox:
+    """:func:`emdet.data.geometry.normalize_rbox` of one box as a tuple of floats (``w >= h``,
+    angle in ``[-90, 90)``, an angle within 1e-9 of 0 written as 0)."""
+    box = tuple(float(v) for v in normalize_rbox([cx, cy, w, h, angle_deg]))
+    return box[:4] + (0.0 if abs(box[4]) < 1e-9 else box[4],)
 
 
 def rolabelimg_to_rbox(cx: float, cy: float, w: float, h: float, angle_rad: float) -> RBox:
     """roLabelImg ``(cx, cy, w, h, radians, clockwise)`` -> canonical detectron2 ``rbox``."""
-    return normalize_rbox(cx, cy, w, h, -math.degrees(angle_rad))
-
-
-def rbox_corners(rbox: Sequence[float]) -> np.ndarray:
-    """Corners of a detectron2 rotated box ``(cx, cy, w, h, degrees CCW)``, shape ``(4, 2)``.
-
-    Same formula and order as detectron2's ``get_rotated_vertices``.
-    """
-    cx, cy, w, h, t = (float(v) for v in rbox)
-    c, s = math.cos(math.radians(t)) / 2, math.sin(math.radians(t)) / 2
-    p0 = (cx + s * h + c * w, cy + c * h - s * w)
-    p1 = (cx - s * h + c * w, cy - c * h - s * w)
-    return np.array([p0, p1, (2 * cx - p0[0], 2 * cy - p0[1]), (2 * cx - p1[0], 2 * cy - p1[1])])
+    return canonical_rbox(cx, cy, w, h, -math.degrees(angle_rad))
 
 
 def circle_polygon(cx: float, cy: float, r: float, n: int = CIRCLE_VERTICES) -> np.ndarray:

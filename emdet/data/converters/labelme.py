@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from emdet.data.geometry import rbox_to_polygon as rbox_corners
+
 from ._common import (
     AnnotationError,
     ConversionError,
@@ -52,7 +54,7 @@ from ._common import (
     refuse_existing,
     write_outputs,
 )
-from ._geometry import circle_polygon, normalize_rbox, rbox_corners
+from ._geometry import canonical_rbox, circle_polygon
 
 #: The labelme version written into the files made by :func:`coco_to_labelme`.
 LABELME_VERSION = "5.2.1"
@@ -360,7 +362,7 @@ def _oriented_rectangle(label: str, pts: np.ndarray, path: Path, where: str) -> 
                               hint="Redraw it in labelme, or make it a polygon.")
     cx, cy = pts.mean(axis=0)
     # the w axis of a detectron2 box at angle t (degrees CCW, y down) is (cos t, -sin t)
-    rbox = normalize_rbox(float(cx), float(cy), w, h, math.degrees(math.atan2(-e1[1], e1[0])))
+    rbox = canonical_rbox(float(cx), float(cy), w, h, math.degrees(math.atan2(-e1[1], e1[0])))
     return Instance(label, [rbox_corners(rbox)], where, kind="rbox", rbox=rbox)
 
 

@@ -38,7 +38,7 @@ from ._common import (
     is_file,
     to_float,
 )
-from ._geometry import normalize_rbox, rolabelimg_corners, rolabelimg_to_rbox
+from ._geometry import canonical_rbox, rolabelimg_corners, rolabelimg_to_rbox
 
 
 def read_voc(path: Path, run: Run) -> ImageRecord:
@@ -162,7 +162,7 @@ def _object_to_instance(obj: ET.Element, name: str, where: str, path: Path, run:
     poly = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
     rbox = None
     if run.fmt == "rolabelimg":  # rotated data sets need an rbox on every annotation
-        rbox = normalize_rbox((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, 0.0)
+        rbox = canonical_rbox((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, 0.0)
     return Instance(
         name, [poly], where, kind="box", rbox=rbox, field="<bndbox>", label_field="<name>"
     )
