@@ -357,7 +357,7 @@ def coco_to_labels(anns: Sequence[Mapping[str, Any]], height: int, width: int) -
     -------
     ndarray of int32, shape (height, width)
     """
-    from emdet.inference.rle import segmentation_to_crop
+    from emdet.data.rle import segmentation_to_crop
 
     labels = np.zeros((height, width), np.int32)
     for i, ann in enumerate(a for a in anns if not a.get("iscrowd", 0)):
@@ -372,7 +372,7 @@ def labels_to_annotations(labels: np.ndarray, scores: np.ndarray, category_id: i
     """COCO annotations (compressed RLE, ``score``) of an instance label image, in label order."""
     from skimage.measure import regionprops
 
-    from emdet.inference.rle import MaskCrop, crop_to_rle
+    from emdet.data.rle import MaskCrop, crop_to_rle
 
     h, w = labels.shape
     out = []

@@ -3,6 +3,8 @@
 * :mod:`emdet.data.datasets`: ``datasets/<name>/{images,annotations}`` folders registered with
   detectron2 as ``<name>_<split>`` (:func:`register_all_from_root`, :func:`register_dataset`).
 * :mod:`emdet.data.geometry`: rotated boxes in detectron2's convention (:func:`rbox_to_polygon`).
+* :mod:`emdet.data.rle`: instance masks as crops (``MaskCrop``) and COCO RLE without full-image
+  arrays.
 * :mod:`emdet.data.synthetic`: :func:`make_synthetic` writes vesicles / nanorods / merons /
   graphene / atoms data sets (imported on first use: it pulls in SciPy and scikit-image).
 """

@@ -103,7 +103,7 @@ def _image_pairs(gt: Mapping, pred: Mapping, pred_name: str) -> dict[Any, Any]:
 
 
 def _rles(anns: Sequence[Mapping], height: int, width: int) -> list[dict]:
-    from emdet.inference.rle import segmentation_to_rle
+    from emdet.data.rle import segmentation_to_rle
 
     return [segmentation_to_rle(a["segmentation"], height, width) for a in anns]
 

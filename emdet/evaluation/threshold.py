@@ -159,7 +159,7 @@ class ScoreThresholdEvaluator(DatasetEvaluator):
         self._images: list[tuple[np.ndarray, np.ndarray, int]] = []
 
     def _gt_objects(self, record: dict) -> tuple[list, np.ndarray]:
-        from emdet.inference.rle import segmentation_to_rle
+        from emdet.data.rle import segmentation_to_rle
 
         anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
         h, w = record["height"], record["width"]

@@ -5,15 +5,16 @@
 * :func:`predict_batch` (:mod:`.batch`): files, folders, globs and stacks -> ``predictions.json``
   (COCO with RLE masks), ``failures.csv``, overlays and labelme files; resumable, streaming, and
   shared between the processes of ``detectron2.engine.launch``. ``tools/predict.py`` runs it.
-* :mod:`.rle`: masks as crops (:class:`MaskCrop`) and COCO RLE without full-image arrays.
+* masks as crops (:class:`MaskCrop`) and COCO RLE without full-image arrays live in
+  :mod:`emdet.data.rle` (shared with the converters, evaluation and statistics).
 * :mod:`.coco`, :mod:`.overlay`: detections <-> COCO annotations, overlay pictures.
 """
 
+from emdet.data.rle import MaskCrop, crop_to_rle, rle_area, rle_to_crop, segmentation_to_crop
 from emdet.inference.batch import PredictError, PredictOptions, PredictResult, predict_batch
 from emdet.inference.coco import annotations_to_detections, detections_to_annotations
 from emdet.inference.overlay import class_colour, draw_overlay, write_png
 from emdet.inference.predictor import EMPredictor, instances_to_detections, prepare_image
-from emdet.inference.rle import MaskCrop, crop_to_rle, rle_area, rle_to_crop, segmentation_to_crop
 from emdet.inference.tiling import Detections, merge_tiles
 
 __all__ = [

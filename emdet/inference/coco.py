@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from emdet.inference.rle import MaskCrop, crop_to_rle, rle_area, segmentation_to_crop
+from emdet.data.rle import MaskCrop, crop_to_rle, rle_area, segmentation_to_crop
 from emdet.inference.tiling import Detections
 
 __all__ = ["annotations_to_detections", "detections_to_annotations"]

@@ -37,8 +37,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from emdet.data.rle import MaskCrop
 from emdet.data.tiling import tile_starts
-from emdet.inference.rle import MaskCrop
 from emdet.inference.tiling import Detections, merge_tiles
 
 __all__ = [

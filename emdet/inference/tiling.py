@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from emdet.inference.rle import MaskCrop
+from emdet.data.rle import MaskCrop
 
 __all__ = ["Detections", "merge_tiles"]
 

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emdet.inference.rle import MaskCrop, segmentation_to_crop
+from emdet.data.rle import MaskCrop, segmentation_to_crop
 
 __all__ = [
     "StatsError",

@@ -23,7 +23,7 @@ from emdet.data.converters import (
     to_coco,
 )
 from emdet.data.io import write_tiff
-from emdet.inference.rle import MaskCrop, crop_to_rle
+from emdet.data.rle import MaskCrop, crop_to_rle
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from emdet.data.geometry import rbox_to_polygon
+from emdet.data.rle import MaskCrop
 from emdet.inference.overlay import class_colour, draw_overlay
-from emdet.inference.rle import MaskCrop
 from emdet.inference.tiling import Detections
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from emdet.data.rle import MaskCrop
 from emdet.inference.predictor import EMPredictor
-from emdet.inference.rle import MaskCrop
 from emdet.inference.tiling import Detections, merge_tiles
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import emdet  # noqa: F401  (completes detectron2)
-from emdet.inference.rle import MaskCrop, crop_to_rle
+from emdet.data.rle import MaskCrop, crop_to_rle
 
 
 def disk(height: int, width: int, cy: float, cx: float, r: float) -> np.ndarray:

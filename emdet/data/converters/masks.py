@@ -326,7 +326,7 @@ class _Object:
 
 def _annotation(obj: _Object, height: int, width: int) -> dict[str, Any]:
     # imported here: the emdet.inference package loads the predictor and detectron2
-    from emdet.inference.rle import MaskCrop, crop_to_rle
+    from emdet.data.rle import MaskCrop, crop_to_rle
 
     h, w = obj.crop.shape
     ann: dict[str, Any] = {
@@ -979,7 +979,7 @@ def coco_to_masks(
             if not seg:  # a box-only annotation
                 undrawn += 1
                 continue
-            from emdet.inference.rle import segmentation_to_crop  # see _annotation
+            from emdet.data.rle import segmentation_to_crop  # see _annotation
 
             crop = segmentation_to_crop(seg, height, width)
             h, w = crop.mask.shape

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
-from emdet.inference.rle import (
+from emdet.data.rle import (
     MaskCrop,
     crop_to_rle,
     rle_area,
