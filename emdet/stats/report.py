@@ -25,6 +25,8 @@ from emdet.stats.measure import size_columns
 from emdet.utils.atomic import atomic_write
 
 __all__ = [
+    "axis_label",
+    "histogram_bins",
     "plot_counts_over_time",
     "plot_counts_per_image",
     "plot_size_histograms",
@@ -58,7 +60,7 @@ def _rgb(index: int) -> tuple[float, float, float]:
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")  # no clipped labels
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -74,10 +76,38 @@ def _figure(width: float, height: float):
     return plt.figure(figsize=(width, height), layout="constrained")
 
 
+#: Unit suffixes of the measurement columns and how an axis names them.
+_UNITS = {"nm2": "nm²", "um2": "µm²", "px2": "px²", "nm": "nm", "um": "µm", "px": "px",
+          "deg": "°", "s": "s"}
+
+
+def axis_label(column: str) -> str:
+    """A column name as an axis label with quantity and unit:
+    ``"equivalent_diameter_nm"`` -> ``"equivalent diameter (nm)"``, ``"area_nm2"`` ->
+    ``"area (nm²)"``, ``"aspect_ratio"`` -> ``"aspect ratio"``."""
+    stem, _, suffix = column.rpartition("_")
+    if stem and suffix in _UNITS:
+        return f"{stem.replace('_', ' ')} ({_UNITS[suffix]})"
+    return column.replace("_", " ")
+
+
+def histogram_bins(values: np.ndarray, *, minimum: int = 5, maximum: int = 60) -> int:
+    """Number of histogram bins by the Freedman-Diaconis rule (``numpy.histogram_bin_edges``
+    ``"fd"``: width ``2 IQR / n^(1/3)``), kept between ``minimum`` and ``maximum`` and at most
+    one bin per object."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if values.size < 2 or np.ptp(values) == 0:
+        return 1
+    k = len(np.histogram_bin_edges(values, bins="fd")) - 1
+    return int(min(values.size, max(minimum, min(maximum, k))))
+
+
 def plot_size_histograms(
-    instances: pd.DataFrame, column: str, categories: Sequence[str], *, bins: int = 30
+    instances: pd.DataFrame, column: str, categories: Sequence[str], *, bins: int | None = None
 ) -> bytes | None:
-    """PNG of one histogram of ``column`` per category (colours as in the overlays)."""
+    """PNG of one histogram of ``column`` per category (colours as in the overlays); bins by
+    :func:`histogram_bins` unless ``bins`` is given."""
     if column not in instances:
         return None
     present = [
@@ -93,10 +123,11 @@ def plot_size_histograms(
         ax = fig.add_subplot(rows, cols, k + 1)
         values = instances.loc[instances["category"] == cat, column].dropna().to_numpy()
         colour = _rgb(list(categories).index(cat))
-        ax.hist(values, bins=bins, color=colour, edgecolor="white", linewidth=0.4)
+        ax.hist(values, bins=bins or histogram_bins(values), color=colour, edgecolor="white",
+                linewidth=0.4)
         ax.axvline(np.median(values), color="#222", linestyle="--", linewidth=1)
         ax.set_title(f"{cat} (n = {values.size}, median {np.median(values):.3g})", fontsize=10)
-        ax.set_xlabel(column)
+        ax.set_xlabel(axis_label(column))
         ax.set_ylabel("objects")
     return _png(fig)
 
@@ -132,7 +163,7 @@ def plot_counts_per_image(summary: pd.DataFrame, categories: Sequence[str]) -> b
             ax.plot(x, table[cat].to_numpy(), color=_rgb(k), label=cat, linewidth=1.2)
         ax.set_xlabel("image (in file order)")
     ax.set_ylabel("objects")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _png(fig)
 
 
@@ -169,7 +200,7 @@ def plot_counts_over_time(
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("time (s)" if use_time else "frame")
         ax.set_ylabel("objects")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _png(fig)
 
 

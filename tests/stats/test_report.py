@@ -140,3 +140,25 @@ def test_plots_are_visible_in_headless_chromium(predictions, tmp_path):
     band = shot[rows.min() : rows.max() + 1]
     assert (band.max(axis=2) < 100).sum() > 500
     assert (shot.min(axis=2) < 250).mean() > 0.05  # the page is far from blank
+
+
+def test_axis_labels_name_quantity_and_unit():
+    from emdet.stats.report import axis_label
+
+    assert axis_label("equivalent_diameter_nm") == "equivalent diameter (nm)"
+    assert axis_label("area_nm2") == "area (nm²)"
+    assert axis_label("rbox_length_px") == "rbox length (px)"
+    assert axis_label("orientation_deg") == "orientation (°)"
+    assert axis_label("aspect_ratio") == "aspect ratio"
+
+
+def test_histogram_bins_follow_freedman_diaconis_within_limits():
+    from emdet.stats.report import histogram_bins
+
+    rng = np.random.default_rng(0)
+    assert histogram_bins(np.array([10.0, 11.0, 12.0, 30.0])) == 4  # 4 objects: not 30 bins
+    normal = rng.normal(50, 5, 1000)
+    fd = len(np.histogram_bin_edges(normal, bins="fd")) - 1
+    assert 5 < fd < 60 and histogram_bins(normal) == fd
+    assert histogram_bins(rng.normal(50, 5, 100_000)) == 60  # capped
+    assert histogram_bins(np.full(10, 3.0)) == 1 and histogram_bins(np.array([np.nan])) == 1
