@@ -166,7 +166,8 @@ def run_stats_report(
     coco : path or dict
         ``predictions.json`` from ``tools/predict.py`` or any COCO file with images' sizes.
     output_dir : path
-        Folder for ``instances.csv``, ``summary.csv`` and ``report.html`` (created).
+        Folder for ``instances.csv``, ``summary.csv``, ``report.html`` and ``figures/`` (each
+        figure of the report as 300 dpi PNG and SVG) (created).
     pixel_size, unit : optional
         One calibration for all images instead of each image's own (``unit`` default "nm").
     score_threshold : float, optional
@@ -262,6 +263,7 @@ def run_stats_report(
     for key in ("description", "date_created", "emdet_version", "image_root"):
         if key in info:
             settings[f"file: {key}"] = info[key]
+    figures: dict[str, bytes] = {}  # each figure as 300 dpi PNG and SVG, for papers
     html = render_report(
         instances=instances,
         summary=summary,
@@ -271,10 +273,12 @@ def run_stats_report(
         overlays=overlays,
         title=title or f"emdet statistics: {coco_path.name if coco_path else 'COCO data'}",
         notes=notes,
+        figures=figures,
     )
-    try:  # all three or none
+    try:  # all or none
         atomic_write_many([(out / "instances.csv", _csv(instances)),
-                           (out / "summary.csv", _csv(summary)), (out / "report.html", html)])
+                           (out / "summary.csv", _csv(summary)), (out / "report.html", html),
+                           *((out / "figures" / name, data) for name, data in figures.items())])
     except OSError as e:
         raise StatsError(f"cannot write the outputs in {out}: {e}") from None
     return StatsOutputs(out / "instances.csv", out / "summary.csv", out / "report.html",

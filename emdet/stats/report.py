@@ -58,13 +58,22 @@ def _rgb(index: int) -> tuple[float, float, float]:
     return r / 255, g / 255, b / 255
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")  # no clipped labels
+def _png(fig, export: dict[str, bytes] | None = None, name: str = "") -> bytes:
+    """The figure as the report's PNG (100 dpi); with ``export``, also ``name.png`` at 300 dpi
+    and ``name.svg`` into it, for papers."""
+    def save(fmt: str, dpi: int) -> bytes:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight")  # no clipped labels
+        return buf.getvalue()
+
     import matplotlib.pyplot as plt
 
+    png = save("png", 100)
+    if export is not None and name:
+        export[f"{name}.png"] = save("png", 300)
+        export[f"{name}.svg"] = save("svg", 300)
     plt.close(fig)
-    return buf.getvalue()
+    return png
 
 
 def _figure(width: float, height: float):
@@ -104,10 +113,12 @@ def histogram_bins(values: np.ndarray, *, minimum: int = 5, maximum: int = 60) -
 
 
 def plot_size_histograms(
-    instances: pd.DataFrame, column: str, categories: Sequence[str], *, bins: int | None = None
+    instances: pd.DataFrame, column: str, categories: Sequence[str], *, bins: int | None = None,
+    export: dict[str, bytes] | None = None,
 ) -> bytes | None:
     """PNG of one histogram of ``column`` per category (colours as in the overlays); bins by
-    :func:`histogram_bins` unless ``bins`` is given."""
+    :func:`histogram_bins` unless ``bins`` is given; ``export`` gets ``sizes_<column>.png``
+    (300 dpi) and ``.svg``."""
     if column not in instances:
         return None
     present = [
@@ -129,12 +140,13 @@ def plot_size_histograms(
         ax.set_title(f"{cat} (n = {values.size}, median {np.median(values):.3g})", fontsize=10)
         ax.set_xlabel(axis_label(column))
         ax.set_ylabel("objects")
-    return _png(fig)
+    return _png(fig, export, f"sizes_{column}")
 
 
-def plot_counts_per_image(summary: pd.DataFrame, categories: Sequence[str]) -> bytes | None:
+def plot_counts_per_image(summary: pd.DataFrame, categories: Sequence[str], *,
+                          export: dict[str, bytes] | None = None) -> bytes | None:
     """PNG of object counts per image, stacked by category (a line per category when there are
-    more than 60 images)."""
+    more than 60 images); ``export`` gets ``counts_per_image.png`` (300 dpi) and ``.svg``."""
     per = summary[summary["scope"] == "image"]
     if per.empty:
         return None
@@ -164,7 +176,7 @@ def plot_counts_per_image(summary: pd.DataFrame, categories: Sequence[str]) -> b
         ax.set_xlabel("image (in file order)")
     ax.set_ylabel("objects")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    return _png(fig)
+    return _png(fig, export, "counts_per_image")
 
 
 def _n_frames(per: pd.DataFrame, file_name: str) -> int:
@@ -172,7 +184,8 @@ def _n_frames(per: pd.DataFrame, file_name: str) -> int:
 
 
 def plot_counts_over_time(
-    summary: pd.DataFrame, images: pd.DataFrame, categories: Sequence[str]
+    summary: pd.DataFrame, images: pd.DataFrame, categories: Sequence[str], *,
+    export: dict[str, bytes] | None = None,
 ) -> bytes | None:
     """PNG of counts per frame for every series (a file with several frames), one panel per
     file: against ``time_s`` when known, else the frame index."""
@@ -201,7 +214,7 @@ def plot_counts_over_time(
         ax.set_xlabel("time (s)" if use_time else "frame")
         ax.set_ylabel("objects")
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    return _png(fig)
+    return _png(fig, export, "counts_over_time")
 
 
 def _img(png: bytes, alt: str, cls: str = "plot") -> str:
@@ -273,6 +286,7 @@ def render_report(
     overlays: Sequence[tuple[str, bytes]] = (),
     title: str = "emdet statistics",
     notes: Sequence[str] = (),
+    figures: dict[str, bytes] | None = None,
 ) -> str:
     """The HTML report: one self-contained page (figures and overlays embedded).
 
@@ -290,6 +304,9 @@ def render_report(
     title : str
     notes : sequence of str
         Warnings shown at the top (e.g. uncalibrated images).
+    figures : dict, optional
+        Gets every figure as ``NAME.png`` (300 dpi) and ``NAME.svg`` bytes, for papers
+        (:func:`emdet.stats.run_stats_report` writes them to ``figures/``).
     """
     categories = list(categories)
     sizes = size_columns(instances)
@@ -315,7 +332,7 @@ def render_report(
     parts.append('<h2 id="sizes">Size distributions</h2>')
     plotted = False
     for column in [c for c in (diameter, length) if c]:
-        png = plot_size_histograms(instances, column, categories)
+        png = plot_size_histograms(instances, column, categories, export=figures)
         if png:
             parts.append(_img(png, f"histograms of {column} per category"))
             plotted = True
@@ -323,9 +340,9 @@ def render_report(
         parts.append("<p>No objects to plot.</p>")
 
     parts.append('<h2 id="counts">Counts</h2>')
-    png = plot_counts_per_image(summary, categories)
+    png = plot_counts_per_image(summary, categories, export=figures)
     parts.append(_img(png, "objects per image") if png else "<p>No images.</p>")
-    png = plot_counts_over_time(summary, images, categories)
+    png = plot_counts_over_time(summary, images, categories, export=figures)
     if png:
         parts.append("<h3>Over time (series)</h3>")
         parts.append(_img(png, "objects per frame of each series"))

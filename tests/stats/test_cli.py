@@ -33,6 +33,16 @@ def test_stats_report_cli(predictions_file, tmp_path):
     summary = pd.read_csv(out / "summary.csv")
     assert {"count", "density_per_um2", "equivalent_diameter_nm_median"} <= set(summary.columns)
     assert (out / "report.html").stat().st_size > 10_000
+    # every figure also for papers: 300 dpi PNG (3x the embedded 100 dpi) and SVG
+    from PIL import Image
+
+    names = sorted(p.name for p in (out / "figures").iterdir())
+    assert "sizes_equivalent_diameter_nm.png" in names and "counts_per_image.svg" in names
+    assert len(names) % 2 == 0 and {n.rsplit(".", 1)[1] for n in names} == {"png", "svg"}
+    with Image.open(out / "figures" / "sizes_equivalent_diameter_nm.png") as im:
+        assert im.info["dpi"][0] == pytest.approx(300, abs=1) and im.width > 1000
+    svg = (out / "figures" / "counts_per_image.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
 
 
 def test_stats_report_says_on_the_console_when_sizes_are_in_pixels(shapes, tmp_path):
