@@ -169,8 +169,7 @@ def train_model(
               flush=True)
     elif cfg.MODEL.WEIGHTS:
         data = load_checkpoint(cfg.MODEL.WEIGHTS, map_location=device)
-        model.load_state_dict(data["model"])
-        logger.info("%s: initialised from %s", desc, cfg.MODEL.WEIGHTS)
+        _load_start(model, data, cfg.MODEL.WEIGHTS, classes, desc)
 
     task = cfg.TASK
     class_weights = None
@@ -261,6 +260,27 @@ def train_model(
         print(f"[{desc}] best {keeper.metric} {data['best_value']:.4f} at "
               f"{_iteration_name(int(data['iteration']))}: using {best_path}", flush=True)
     return model.eval()
+
+
+def _load_start(model, data: dict, source: str, classes: Sequence[str], desc: str) -> None:
+    """Start from ``data``'s weights; layers whose shape differs (the output head, when the
+    classes differ from those it was trained for) keep their fresh initialisation."""
+    own = model.state_dict()
+    state = {k: v for k, v in data["model"].items() if k in own and v.shape == own[k].shape}
+    fresh = sorted(k for k in own if k not in state)
+    unknown = sorted(k for k in data["model"] if k not in own)
+    if unknown or any(not k.startswith("head.") for k in fresh):
+        raise TrainingError(
+            f"MODEL.WEIGHTS {source}: its weights do not fit this network (missing or "
+            f"reshaped: {', '.join(fresh[:4]) or '-'}; unknown: {', '.join(unknown[:4]) or '-'})"
+            "; check MODEL.BLOCKS, MODEL.FEATURES and MODEL.BATCH_NORM against the config "
+            "that trained it.")
+    model.load_state_dict(state, strict=False)
+    if fresh:
+        print(f"[{desc}] initialised from {source}; the output layer starts afresh for the "
+              f"classes {list(classes)} (the weights were trained for "
+              f"{data.get('classes') or '?'})", flush=True)
+    logger.info("%s: initialised from %s", desc, source)
 
 
 def _iteration_name(iteration: int) -> str:

@@ -269,3 +269,30 @@ def test_the_shipped_atom_finder_finds_the_atoms_of_new_haadf_images():
         truths.append(np.array([a.extra["point"] for a in sample.instances]))
     pooled = point_metrics(preds, truths, radius=3.0).loc["pooled"]
     assert pooled["f1"] > 0.85, pooled.to_dict()
+
+
+def test_fine_tuning_to_other_classes_restarts_only_the_output_layer(merons_dir, tmp_path,
+                                                                   capsys, monkeypatch):
+    """A two-class heatmap model (meron, antimeron) as the start of a one-class one: every
+    layer but the 1x1 output head is copied; a network of another width is a clear error."""
+    from emdet.dense.train import TrainingError
+
+    cfg = _cfg("merons_heatmap.yaml", merons_dir, tmp_path / "two", "SOLVER.MAX_ITER", "2")
+    samples, classes = load_dense_samples(cfg)
+    two = train_model(cfg, samples, classes, tmp_path / "two", progress=False)
+    one_cfg = _cfg("merons_heatmap.yaml", merons_dir, tmp_path / "one", "SOLVER.MAX_ITER", "1",
+                   "DATASET.CLASSES", "['meron']", "MODEL.WEIGHTS",
+                   str(tmp_path / "two" / "model_final.pth"), "HEATMAP.CALIBRATE", "False")
+    one_samples, one_classes = load_dense_samples(one_cfg)
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: None)  # no update
+    one = train_model(one_cfg, one_samples, one_classes, tmp_path / "one", progress=False)
+    assert "output layer starts afresh for the classes ['meron']" in capsys.readouterr().out
+    theirs, ours = two.state_dict(), one.state_dict()
+    assert ours["head.weight"].shape[0] == 1 and theirs["head.weight"].shape[0] == 2
+    for key, value in ours.items():
+        if not key.startswith("head."):
+            torch.testing.assert_close(value, theirs[key], rtol=0, atol=0, msg=key)
+    wide = _cfg("merons_heatmap.yaml", merons_dir, tmp_path / "wide", "SOLVER.MAX_ITER", "1",
+                "MODEL.FEATURES", "8", "MODEL.WEIGHTS", str(tmp_path / "two" / "model_final.pth"))
+    with pytest.raises(TrainingError, match="do not fit this network.*MODEL.FEATURES"):
+        train_model(wide, samples, classes, tmp_path / "wide", progress=False)
