@@ -51,3 +51,23 @@ def test_read_threshold_beside_the_weights(tmp_path):
     assert read_threshold(weights) == 0.62
     (tmp_path / THRESHOLD_FILE).write_text("{broken")
     assert read_threshold(weights) is None
+
+
+def test_calibration_takes_the_middle_of_the_near_best_plateau():
+    """Thresholds within one standard error of the best F1 are equally good; the middle one is
+    taken. The same curve with 100 times the annotations narrows the plateau to the argmax."""
+    # 20 annotations; detections from 0.95 down: 17 hits, 2 misses, a hit, 5 misses. F1 peaks
+    # at 0.919 (threshold 0.35, the 17th hit) and stays within one standard error (0.061) of
+    # it from threshold 0.4 down to 0.2375: the middle of those six is 0.275
+    scores = np.round(np.linspace(0.95, 0.05, 25), 4)
+    matched = np.array([True] * 17 + [False, False, True] + [False] * 5)
+    curve = f1_curve([(scores, matched, 20)])
+    top = curve["f1"].max()
+    se = np.sqrt(top * (1 - top) / 20)
+    near = np.flatnonzero(curve["f1"] >= top - se - 1e-12)
+    best = best_threshold(curve)
+    assert best["threshold"] == curve["threshold"][near[len(near) // 2]]
+    assert best["threshold"] == pytest.approx(0.275) and best["f1"] == pytest.approx(34 / 39)
+    assert curve["threshold"][np.argmax(curve["f1"])] == pytest.approx(0.35)
+    many = f1_curve([(np.tile(scores, 100), np.tile(matched, 100), 2000)])
+    assert best_threshold(many)["threshold"] == many["threshold"][np.argmax(many["f1"])]
