@@ -27,6 +27,7 @@ setup(
         "mrcfile>=1.4",
         "rosettasciio>=0.4",
         "h5py>=3.8",  # EMD (Velox, NCEM) files
+        "sparse>=0.15",  # Velox EMD spectrum-image files: rosettasciio needs it to read their images
         "pyyaml>=6",
         "tqdm>=4.60",
         "optuna>=3.6",  # tools/tune_net.py

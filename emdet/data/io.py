@@ -7,17 +7,20 @@ returns the pixels *as stored* (no silent conversion to 8 bits) together with an
 ========  =====================================  ============================================
 Format    Extensions                             Pixel size from
 ========  =====================================  ============================================
-TIFF      ``.tif .tiff`` (8/16/32-bit int and    FEI/Thermo (``FEI_HELIOS``/``FEI_SFEG``), Zeiss
-          float, multi-page and stacks)          (``CZ_SEM``), OME-XML, ImageJ ``unit`` +
+TIFF      ``.tif .tiff`` (8/16/32-bit int and    rosettasciio's TIFF reader (FEI/Thermo, Zeiss
+          float, multi-page and stacks; pixels   ``CZ_SEM`` scaled to the stored width, JEOL
+          and series axes from tifffile)         SightX, Olympus SIS, TVIPS, DM-exported,
+                                                 Hamamatsu), then OME-XML, ImageJ ``unit`` +
                                                  ``XResolution``, emdet's own JSON description,
                                                  ``ResolutionUnit`` cm/mm/µm (never inch: photo
                                                  tools write a default 72 or 300 dpi)
 PNG/JPEG  ``.png .jpg .jpeg``                    (none; 16-bit PNG stays 16-bit)
 DM3/DM4   ``.dm3 .dm4`` (Gatan)                  calibrated scale and units (rosettasciio)
 MRC       ``.mrc .mrcs .rec .st`` (mrcfile)      voxel size (Å in the header)
-TIA SER   ``.ser`` (FEI/Thermo TIA)              calibration delta (m in the file)
-EMD       ``.emd`` (Velox or Berkeley, needs     axis scales (rosettasciio)
-          ``h5py``)
+TIA SER   ``.ser`` (FEI/Thermo TIA)              calibration (rosettasciio)
+EMD       ``.emd`` (Velox or Berkeley, needs     axis scales (rosettasciio); of a Velox
+          ``h5py``; ``sparse`` for Velox         spectrum image, its HAADF/BF image
+          spectrum images)
 NumPy     ``.npy``                               (none)
 ========  =====================================  ============================================
 
@@ -27,9 +30,18 @@ frame. Colour images are converted to greyscale with a :class:`ColourConversionW
 their channels are identical, which is how many programs export greyscale), or kept as
 ``(..., C)`` with ``keep_channels=True``.
 
-Pixel sizes are normalised to ``"nm"`` for length units (m, cm, mm, µm/um/micron, nm, Å, pm) and
-to ``"1/nm"`` for reciprocal lengths (diffraction); unknown units are passed through unchanged
-and uncalibrated files give ``pixel_size=None, unit=None``.
+Pixel sizes are normalised to ``"nm"`` for length units (m, cm, mm, µm/um/micron, nm, Å, pm), the
+original value and unit kept in ``extra``; unknown units are passed through unchanged and
+uncalibrated files give ``pixel_size=None, unit=None``. A calibration that cannot give sizes
+(reciprocal space, i.e. a diffraction pattern, or outside 1 pm to 1 m per pixel) is never used:
+``pixel_size`` is None, a :class:`UnusableCalibrationWarning` says why and ``extra`` keeps the
+reason and the value. Spectra and spectrum images (EELS, EDS, CL) are refused with a message
+naming what the file holds; a Velox EMD file gives its image signals instead.
+
+FEI/Thermo SEM TIFFs carry a databar (magnification, HV, scale bar) below the image: its height
+comes from the file's metadata and it is cropped by default (``keep_databar=True``, or
+:func:`set_keep_databar` for a whole process, keeps it). The bar is at the bottom, so
+coordinates in the image above it do not change.
 """
 
 from __future__ import annotations
@@ -58,6 +70,8 @@ __all__ = [
     "ImageReadError",
     "DEFAULT_MAX_PIXELS",
     "ImageTooLargeError",
+    "UnusableCalibrationWarning",
+    "databar_rows",
     "image_size",
     "list_images",
     "normalise_unit",
@@ -65,6 +79,7 @@ __all__ = [
     "max_image_pixels",
     "read_image",
     "read_series",
+    "set_keep_databar",
     "write_tiff",
 ]
 
@@ -230,13 +245,15 @@ class ImageMeta:
         Width of one pixel along x in :attr:`unit`; ``None`` if the file is not calibrated.
         When pixels are not square, ``extra["pixel_size_yx"]`` holds ``(y, x)``.
     unit : str or None
-        ``"nm"`` for lengths, ``"1/nm"`` for reciprocal lengths, otherwise the file's own unit
-        string; ``None`` if uncalibrated.
+        ``"nm"`` for lengths, otherwise the file's own unit string; ``None`` if uncalibrated or
+        if the calibration is unusable (reciprocal space, absurd; see
+        ``extra["calibration_unusable"]``).
     n_frames : int
         Number of frames in the file (1 for a single image), whatever ``page=`` selected.
     extra : dict
         Format-specific details, e.g. ``"page"``, ``"pixel_size_yx"``, ``"pixel_size_source"``,
-        ``"z_spacing"``, ``"colour"``, ``"title"``, ``"databar_rows"``, ``"reader_warnings"``.
+        ``"z_spacing"``, ``"colour"``, ``"title"``, ``"databar_rows"``, ``"databar_cropped"``,
+        ``"calibration_unusable"``, ``"reciprocal_pixel_size"``, ``"reader_warnings"``.
     """
 
     path: Path
@@ -423,22 +440,34 @@ def _to_grey(path: Path, data: np.ndarray, extra: dict[str, Any]) -> np.ndarray:
 
 
 class _LogCollector(logging.Handler):
-    """Collect a third-party reader's log records while it parses one file."""
+    """Collect a third-party reader's log records while it parses one file.
 
-    def __init__(self, name: str):
+    With ``mute=True`` the records go only here: rosettasciio's logger prints every warning to
+    stdout through its own handler and to the root logger, which would interleave colour-coded
+    lines with a tool's progress bar; emdet reports them in ``extra["reader_warnings"]``.
+    """
+
+    def __init__(self, name: str, *, mute: bool = False):
         super().__init__(level=logging.WARNING)
         self._logger = logging.getLogger(name)
+        self._mute = mute
+        self._saved: tuple[list[logging.Handler], bool] | None = None
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
 
     def __enter__(self) -> _LogCollector:
+        if self._mute:
+            self._saved = (list(self._logger.handlers), self._logger.propagate)
+            self._logger.handlers, self._logger.propagate = [], False
         self._logger.addHandler(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._logger.removeHandler(self)
+        if self._saved is not None:
+            self._logger.handlers, self._logger.propagate = self._saved
 
     def messages(self, level: int) -> list[str]:
         return [r.getMessage() for r in self.records if r.levelno >= level]
@@ -462,29 +491,72 @@ def _tiff_rational(page: Any, name: str) -> float | None:
         return None
 
 
-def _tiff_calibration(tif: Any, page: Any, extra: dict[str, Any]) -> tuple[Any, Any, Any]:
+# TIFF flags of the vendors whose calibration rosettasciio's TIFF reader decodes (FEI/Thermo,
+# Zeiss, TVIPS, Olympus SIS, JEOL SightX, Hamamatsu streak, TIFF exported by DigitalMicrograph,
+# ImageJ): their tags are vendor formats with traps (Zeiss' AP_PIXEL_SIZE belongs to a 1024 px
+# display, not to the stored image), so emdet asks the maintained reader instead of parsing them.
+def _rsciio_tiff_calibration(
+    path: Path, index: int, n_series: int, extra: dict[str, Any]
+) -> tuple[Any, Any, Any]:
+    from rsciio.tiff import file_reader
+
+    try:
+        with warnings.catch_warnings(), _LogCollector("rsciio", mute=True) as log:
+            warnings.simplefilter("ignore")
+            signals = file_reader(str(path), lazy=True)  # metadata and a lazy array only
+    except Exception as exc:  # a vendor tag rosettasciio cannot parse: keep the pixels
+        extra.setdefault("reader_warnings", []).append(
+            f"rosettasciio could not read the calibration ({type(exc).__name__}: {exc})"
+        )
+        return None, None, None
+    extra.setdefault("reader_warnings", []).extend(log.messages(logging.WARNING))
+    if not extra["reader_warnings"]:
+        del extra["reader_warnings"]
+    signal = signals[index] if len(signals) == n_series else signals[0]
+    axes = signal.get("axes") or []
+    if len(axes) < 2:
+        return None, None, None
+    y_axis, x_axis = axes[-2], axes[-1]
+    unit = x_axis.get("units")
+    if unit is None or not str(unit).strip() or str(unit).strip().lower() in _UNCALIBRATED_UNITS:
+        return None, None, None
+    scale_x, scale_y = float(x_axis.get("scale", 1.0)), float(y_axis.get("scale", 1.0))
+    return (scale_y, scale_x), unit, "rosettasciio TIFF reader"
+
+
+def _fei_databar_rows(tif: Any, height: int) -> int:
+    """Rows of the databar under an FEI/Thermo SEM image: the image proper has
+    ``[Image] ResolutionY`` rows (0 for other files)."""
+    if not tif.is_fei:
+        return 0
+    rows = ((tif.fei_metadata or {}).get("Image") or {}).get("ResolutionY")
+    return height - rows if isinstance(rows, int) and 0 < rows < height else 0
+
+
+def _tiff_calibration(
+    path: Path, tif: Any, index: int, page: Any, extra: dict[str, Any]
+) -> tuple[Any, Any, Any]:
     """Return ``((psy, psx), unit, source)`` from the richest metadata the TIFF has."""
     import tifffile
 
-    if tif.is_fei:
-        md = tif.fei_metadata or {}
-        for section in ("Scan", "EScan"):
-            scan = md.get(section) or {}
-            width = scan.get("PixelWidth")
-            if isinstance(width, (int, float)) and width > 0:
-                height = scan.get("PixelHeight", width)
-                if not isinstance(height, (int, float)) or height <= 0:
-                    height = width
-                image = md.get("Image") or {}
-                rows = image.get("ResolutionY")
-                if isinstance(rows, int) and 0 < rows < page.shape[0]:
-                    extra["databar_rows"] = page.shape[0] - rows
-                return (height, width), "m", f"FEI metadata [{section}] PixelWidth"
-    if tif.is_sem:
-        md = tif.sem_metadata or {}
-        entry = md.get("ap_image_pixel_size") or md.get("ap_pixel_size")
-        if isinstance(entry, tuple) and len(entry) >= 3 and isinstance(entry[1], (int, float)):
-            return (entry[1], entry[1]), entry[2], "Zeiss CZ_SEM AP_PIXEL_SIZE"
+    bar = _fei_databar_rows(tif, page.shape[0])
+    if bar:
+        extra["databar_rows"] = bar
+    md = (tif.imagej_metadata or {}) if tif.is_imagej else {}
+    if "spacing" in md:
+        spacing, _ = _normalise_unit(md["spacing"], md.get("unit"))
+        if spacing is not None:
+            extra["z_spacing"] = spacing
+    sizes, unit, source = _rsciio_tiff_calibration(path, index, len(tif.series), extra)
+    if source:
+        flags = sorted(f for f in tif.flags if f in {"fei", "sem", "tvips", "sis", "imagej"})
+        return sizes, unit, source + (f" ({', '.join(flags)})" if flags else "")
+    # rosettasciio 0.15 takes an ImageJ unit only when it is "micron" (Fiji writes "nm" and
+    # "µm" too), so ImageJ's unit + XResolution is read here for the others
+    xres = _tiff_rational(page, "XResolution")
+    if md.get("unit") is not None and xres:
+        yres = _tiff_rational(page, "YResolution") or xres
+        return (1.0 / yres, 1.0 / xres), md["unit"], "ImageJ unit + XResolution"
     if tif.is_ome and tif.ome_metadata:
         try:
             root = ET.fromstring(tif.ome_metadata)
@@ -500,17 +572,6 @@ def _tiff_calibration(tif: Any, page: Any, extra: dict[str, Any]) -> tuple[Any, 
                     return (psy or psx, psx), unit, "OME-XML PhysicalSizeX"
         except (ET.ParseError, StopIteration, ValueError):
             extra.setdefault("reader_warnings", []).append("OME-XML metadata could not be parsed")
-    if tif.is_imagej:
-        md = tif.imagej_metadata or {}
-        unit = md.get("unit")
-        xres = _tiff_rational(page, "XResolution")
-        yres = _tiff_rational(page, "YResolution") or xres
-        if "spacing" in md:
-            spacing, _ = _normalise_unit(md["spacing"], unit)
-            if spacing is not None:
-                extra["z_spacing"] = spacing
-        if unit is not None and xres:
-            return (1.0 / yres, 1.0 / xres), unit, "ImageJ unit + XResolution"
     shaped = tif.shaped_metadata
     if shaped and isinstance(shaped[0], dict) and "pixel_size" in shaped[0]:
         size = shaped[0]["pixel_size"]
@@ -572,6 +633,30 @@ def _tiff_pixels(series: Any, axes: str, colour: bool, n_series: int, one_frame:
     return frame if one_frame else frame * frames * n_series
 
 
+def _tiff_main_series(all_series: list[Any], extra: dict[str, Any]) -> int:
+    """The series holding the image: a greyscale series rather than a colour preview of it.
+
+    Olympus SIS (and other acquisition programs) store an 8-bit RGB preview as the first
+    series and the raw 12/16-bit image, which carries the calibration, after it.
+    """
+    import tifffile
+
+    first = all_series[0]
+    colour = (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
+    if len(all_series) < 2 or first.keyframe.photometric not in colour or "S" not in first.axes:
+        return 0
+    yx = tuple(n for n, ax in zip(first.shape, first.axes, strict=False) if ax in "YX")
+    for i, other in enumerate(all_series[1:], start=1):
+        other_yx = tuple(n for n, ax in zip(other.shape, other.axes, strict=False) if ax in "YX")
+        if other_yx == yx and "S" not in other.axes and other.keyframe.photometric not in colour:
+            extra["preview_skipped"] = (
+                f"series 0 ({first.dtype} RGB) is a colour preview of series {i} ({other.dtype}), "
+                "which is read"
+            )
+            return i
+    return 0
+
+
 def _read_tiff(path: Path, page: int | None) -> _Loaded:
     import tifffile
 
@@ -580,22 +665,23 @@ def _read_tiff(path: Path, page: int | None) -> _Loaded:
         all_series = list(tif.series)
         if not all_series:
             raise ImageReadError(f"Cannot read '{path}': the TIFF holds no image.", path=path)
-        series = all_series[0]
+        main = _tiff_main_series(all_series, extra)
+        series = all_series[main]
         keyframe = series.keyframe
         photometric = keyframe.photometric
-        colour_kinds = (
-            tifffile.PHOTOMETRIC.RGB,
-            tifffile.PHOTOMETRIC.YCBCR,
-            tifffile.PHOTOMETRIC.PALETTE,
-        )
-        colour = photometric in colour_kinds
         axes = series.axes
+        # colour only where the series has a samples axis: a (3, H, W) stack that tifffile
+        # wrote as planar RGB but described as ZYX is three frames, not one colour image
+        colour = photometric == tifffile.PHOTOMETRIC.PALETTE or (
+            photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR) and "S" in axes
+        )
         frame_axes = [
             i for i, ax in enumerate(axes) if ax not in "YX" and not (colour and ax == "S")
         ]
         # Pages appended one by one form one series each: treat equal series as frames.
         as_series_frames = (
             len(all_series) > 1
+            and "preview_skipped" not in extra
             and not frame_axes
             and all(s.shape == series.shape and s.dtype == series.dtype for s in all_series)
         )
@@ -614,7 +700,7 @@ def _read_tiff(path: Path, page: int | None) -> _Loaded:
             )
         _check_pixels(path, _tiff_pixels(series, axes, colour, len(used), page is not None),
                       series.shape if len(used) == 1 else (len(used), *series.shape))
-        pixel_size, unit, source = _tiff_calibration(tif, keyframe, extra)
+        pixel_size, unit, source = _tiff_calibration(path, tif, main, keyframe, extra)
         if source:
             extra["pixel_size_source"] = source
 
@@ -738,13 +824,59 @@ def _signal_dims(signal: dict[str, Any]) -> int:
     return min(2, np.ndim(signal["data"]))
 
 
+_SPECTRAL_TYPES = {"EELS", "EDS", "EDS_TEM", "EDS_SEM", "CL", "CL_SEM", "CL_STEM", "PL", "EBIC",
+                   "RAMAN", "LUMISPECTRUM", "EDX"}
+_SPECTRAL_UNITS = {"ev", "kev", "mev"}
+
+
+def _spectral(signal: dict[str, Any]) -> str | None:
+    """What kind of spectrum (image) ``signal`` is, or ``None`` for an image or image stack.
+
+    An axis in energy units or named energy/wavelength marks spectroscopy whatever the
+    reader's navigate flags say (rosettasciio reads DM spectrum images with the energy
+    axis flagged as navigation, which would make 2048 "frames" of 2 x 2 pixels).
+    """
+    kind = str((signal.get("metadata") or {}).get("Signal", {}).get("signal_type", "") or "")
+    if kind.upper() in _SPECTRAL_TYPES:
+        return kind
+    for axis in signal.get("axes") or []:
+        name = str(axis.get("name") or "").lower()
+        if str(axis.get("units") or "").strip().lower() in _SPECTRAL_UNITS or any(
+            word in name for word in ("energy", "wavelength")
+        ):
+            return "spectrum"
+    return None
+
+
+def _describe_spectrum(kind: str, signal: dict[str, Any]) -> str:
+    shape = " x ".join(str(n) for n in np.shape(signal["data"]))
+    return f"an {kind} spectrum image ({shape} values)" if np.ndim(signal["data"]) >= 2 else (
+        f"an {kind} spectrum ({shape} channels)")
+
+
 def _from_rsciio(path: Path, fmt: str, signals: list[dict[str, Any]], page: int | None) -> _Loaded:
-    images = [i for i, s in enumerate(signals) if _signal_dims(s) == 2 and np.ndim(s["data"]) >= 2]
     titles = [str((s.get("metadata") or {}).get("General", {}).get("title", "")) for s in signals]
+    spectral = {i: _spectral(s) for i, s in enumerate(signals)}
+    images = [i for i, s in enumerate(signals)
+              if spectral[i] is None and _signal_dims(s) == 2 and np.ndim(s["data"]) >= 2
+              and (np.asarray(s["data"]).dtype.kind in "biufc"
+                   or np.asarray(s["data"]).dtype.names is not None)]  # not text or objects
     if not images:
+        found = [_describe_spectrum(spectral[i].replace("spectrum", "").strip() or "energy", s)
+                 if spectral[i] else f"a {np.ndim(s['data'])}-D dataset '{titles[i]}'"
+                 for i, s in enumerate(signals)]
+        if any(spectral.values()):
+            raise ImageReadError(
+                f"Cannot read '{path}': it is spectroscopy, not an image (it holds "
+                f"{'; '.join(found)}). emdet detects objects in images: export the survey, "
+                "ADF or HAADF image acquired with it (DigitalMicrograph or Velox: save the "
+                "image as .dm4/.emd/.tif), or sum the spectrum image over its energy axis in "
+                "HyperSpy (s.sum(-1).save('image.tif')) and read that.",
+                path=path,
+            )
         raise ImageReadError(
-            f"Cannot read '{path}': it holds no 2-D image (found {len(signals)} dataset(s) "
-            f"{titles}: spectra or line scans?).",
+            f"Cannot read '{path}': it holds no 2-D image (found {len(signals)} dataset(s): "
+            f"{'; '.join(found) or 'none'}).",
             path=path,
         )
     signal = signals[images[0]]
@@ -790,6 +922,22 @@ def _read_rsciio(path: Path, fmt: str, page: int | None) -> _Loaded:
                 path=path,
             ) from None
         from rsciio.emd import file_reader
+
+        # Velox spectrum-image files: only their images (HAADF, BF, ...); the spectrum
+        # streams are not decoded. Other EMD flavours ignore select_type.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                signals = list(file_reader(str(path), lazy=False, select_type="images"))
+            except ModuleNotFoundError as exc:
+                raise ImageReadError(
+                    f"Cannot read '{path}': this Velox EMD file needs the '{exc.name}' package "
+                    f"({exc}). Install it with `pip install {exc.name}` and read the file again.",
+                    path=path,
+                ) from None
+        if not signals:  # nothing but spectra: read them (lazily) to say what the file is
+            signals = list(file_reader(str(path), lazy=True))
+        return _from_rsciio(path, fmt, signals, page)
     signals = file_reader(str(path), lazy=False)
     return _from_rsciio(path, fmt, list(signals), page)
 
@@ -874,7 +1022,11 @@ def _read(path: PathLike, page: int | None) -> tuple[Path, str, _Loaded]:
         elif fmt == "npy":
             loaded = _read_npy(path, page)
         else:
-            loaded = _read_rsciio(path, fmt, page)
+            with _LogCollector("rsciio", mute=True) as log:
+                loaded = _read_rsciio(path, fmt, page)
+            if log.messages(logging.WARNING):
+                loaded.extra.setdefault("reader_warnings", []).extend(
+                    log.messages(logging.WARNING))
     except (ImageReadError, _PageError):
         raise
     except Exception as exc:
@@ -900,11 +1052,72 @@ def _read(path: PathLike, page: int | None) -> tuple[Path, str, _Loaded]:
     return path, fmt, loaded
 
 
-def _finish(
-    path: Path, fmt: str, loaded: _Loaded, *, page: int | None, keep_channels: bool
-) -> tuple[np.ndarray, ImageMeta]:
+_KEEP_DATABAR = False
+
+
+def set_keep_databar(keep: bool) -> None:
+    """Process-wide default of ``keep_databar`` (the tools' ``--keep-databar`` flag sets it).
+
+    By default the information bar that FEI/Thermo SEMs burn under the image (its height is
+    in the file's metadata) is cropped when the image is read, so it is neither detected nor
+    measured; annotations and predictions keep their coordinates, since the bar is below the
+    image. ``True`` reads the stored image whole.
+    """
+    global _KEEP_DATABAR
+    _KEEP_DATABAR = bool(keep)
+
+
+def _crop_databar(loaded: _Loaded, extra: dict[str, Any], keep: bool | None) -> np.ndarray:
     data = np.asarray(loaded.data)
+    rows = extra.get("databar_rows")
+    if not rows or (_KEEP_DATABAR if keep is None else keep):
+        return data
+    axis = data.ndim - (3 if loaded.colour else 2)
+    extra["databar_cropped"] = rows
+    extra["uncropped_height"] = data.shape[axis]
+    return np.take(data, np.arange(data.shape[axis] - rows), axis=axis)
+
+
+class UnusableCalibrationWarning(UserWarning):
+    """A file's calibration cannot give sizes (reciprocal space, or absurd); sizes stay in px."""
+
+
+#: Real-space pixel sizes outside this range (nm) are not a microscope's: 1 pm to 1 m.
+USABLE_PIXEL_SIZE_NM = (1e-3, 1e9)
+
+
+def _usable_calibration(
+    path: Path, pixel_size: float, unit: str | None, extra: dict[str, Any]
+) -> tuple[float | None, str | None]:
+    """``(pixel_size, unit)`` if it can give real-space sizes, else ``(None, None)`` with the
+    reason in ``extra["calibration_unusable"]`` and an :class:`UnusableCalibrationWarning`."""
+    source = extra.get("pixel_size_source", "the file's calibration")
+    if unit == "1/nm":
+        extra["reciprocal_pixel_size"] = pixel_size
+        reason = (f"{pixel_size:.4g} 1/nm per pixel ({source}) is a reciprocal-space "
+                  "(diffraction or FFT) calibration, not a length")
+    elif unit == "nm" and not USABLE_PIXEL_SIZE_NM[0] <= pixel_size <= USABLE_PIXEL_SIZE_NM[1]:
+        reason = (f"{pixel_size:.4g} nm per pixel ({source}) is outside 1 pm to 1 m, so it "
+                  "is not a real-space pixel size (a diffraction pattern's calibration stored "
+                  "as a length?)")
+    else:
+        return pixel_size, unit
+    extra["calibration_unusable"] = reason
+    warnings.warn(
+        f"'{path}': {reason}; it is not used for sizes, which stay in pixels. Pass the pixel "
+        "size yourself (--pixel-size/--unit) if you know it.",
+        UnusableCalibrationWarning,
+        stacklevel=4,
+    )
+    return None, None
+
+
+def _finish(
+    path: Path, fmt: str, loaded: _Loaded, *, page: int | None, keep_channels: bool,
+    keep_databar: bool | None = None,
+) -> tuple[np.ndarray, ImageMeta]:
     extra = dict(loaded.extra)
+    data = _crop_databar(loaded, extra, keep_databar)
     if loaded.colour and not keep_channels:
         data = _to_grey(path, data, extra)
     elif loaded.colour:
@@ -922,6 +1135,10 @@ def _finish(
             and not math.isclose(psy, pixel_size, rel_tol=1e-6)
         ):
             extra["pixel_size_yx"] = (psy, pixel_size)
+    if pixel_size is not None:
+        pixel_size, unit = _usable_calibration(path, pixel_size, unit, extra)
+        if pixel_size is None:
+            extra.pop("pixel_size_yx", None)
     if page is not None:
         extra["page"] = _check_page(path, page, loaded.n_frames)
     meta = ImageMeta(
@@ -938,7 +1155,8 @@ def _finish(
 
 
 def read_image(
-    path: PathLike, *, page: int | None = None, keep_channels: bool = False
+    path: PathLike, *, page: int | None = None, keep_channels: bool = False,
+    keep_databar: bool | None = None,
 ) -> tuple[np.ndarray, ImageMeta]:
     """Read an EM image with its calibration, keeping the stored dtype.
 
@@ -952,6 +1170,9 @@ def read_image(
         every frame.
     keep_channels : bool, default False
         Keep colour channels as a trailing axis instead of converting to greyscale.
+    keep_databar : bool, optional
+        Keep an FEI/Thermo SEM databar (cropped by default, ``extra["databar_cropped"]`` then
+        holds its rows); ``None`` follows :func:`set_keep_databar`.
 
     Returns
     -------
@@ -983,7 +1204,8 @@ def read_image(
     (0.1375, 'nm')
     """
     path, fmt, loaded = _read(path, page)
-    return _finish(path, fmt, loaded, page=page, keep_channels=keep_channels)
+    return _finish(path, fmt, loaded, page=page, keep_channels=keep_channels,
+                   keep_databar=keep_databar)
 
 
 def _nonempty(path: Path, height: int, width: int) -> tuple[int, int]:
@@ -994,6 +1216,22 @@ def _nonempty(path: Path, height: int, width: int) -> tuple[int, int]:
             path=path,
         )
     return height, width
+
+
+def databar_rows(path: PathLike) -> int:
+    """Rows of the FEI/Thermo SEM databar under the image in ``path`` (0 for other files), from
+    the TIFF header; :func:`read_image` and :func:`image_size` leave them out by default."""
+    path = Path(path)
+    if _format_of(path) != "tiff":
+        return 0
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[_tiff_main_series(list(tif.series), {})]
+            return _fei_databar_rows(tif, int(series.shape[series.axes.index("Y")]))
+    except Exception:  # noqa: BLE001 - an unreadable file has no databar to speak of
+        return 0
 
 
 def image_size(path: PathLike) -> tuple[int, int]:
@@ -1021,12 +1259,13 @@ def image_size(path: PathLike) -> tuple[int, int]:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
+                series = tif.series[_tiff_main_series(list(tif.series), {})]
                 axes = series.axes
                 height = int(series.shape[axes.index("Y")])
                 width = int(series.shape[axes.index("X")])
                 _check_pixels(path, height * width, (height, width))
-                return _nonempty(path, height, width)
+                bar = _fei_databar_rows(tif, height) if not _KEEP_DATABAR else 0
+                return _nonempty(path, height - bar, width)
         if fmt in ("png", "jpeg"):
             with _pil_open(path) as im:
                 return _nonempty(path, int(im.size[1]), int(im.size[0]))
@@ -1043,7 +1282,7 @@ def image_size(path: PathLike) -> tuple[int, int]:
 
 
 def read_series(
-    path: PathLike, *, keep_channels: bool = False
+    path: PathLike, *, keep_channels: bool = False, keep_databar: bool | None = None
 ) -> Iterator[tuple[np.ndarray, ImageMeta]]:
     """Iterate over the frames of a multi-frame file, one ``(H, W)`` frame at a time.
 
@@ -1066,15 +1305,18 @@ def read_series(
     """
     if SUPPORTED_EXTENSIONS.get(Path(path).suffix.lower()) in ("tiff", "mrc", "npy"):
         path, fmt, first = _read(path, 0)  # these formats read one frame without the rest
-        yield _finish(path, fmt, first, page=0, keep_channels=keep_channels)
+        yield _finish(path, fmt, first, page=0, keep_channels=keep_channels,
+                      keep_databar=keep_databar)
         for index in range(1, first.n_frames):
             _, _, loaded = _read(path, index)
-            yield _finish(path, fmt, loaded, page=index, keep_channels=keep_channels)
+            yield _finish(path, fmt, loaded, page=index, keep_channels=keep_channels,
+                          keep_databar=keep_databar)
         return
     path, fmt, whole = _read(path, None)
     n_frames = whole.n_frames
     if not whole.stacked:
-        yield _finish(path, fmt, whole, page=0, keep_channels=keep_channels)
+        yield _finish(path, fmt, whole, page=0, keep_channels=keep_channels,
+                      keep_databar=keep_databar)
         return
     for index in range(n_frames):
         frame = _Loaded(
@@ -1085,7 +1327,8 @@ def read_series(
             unit=whole.unit,
             extra=dict(whole.extra),
         )
-        yield _finish(path, fmt, frame, page=index, keep_channels=keep_channels)
+        yield _finish(path, fmt, frame, page=index, keep_channels=keep_channels,
+                      keep_databar=keep_databar)
 
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -1277,6 +1520,7 @@ def load_for_detectron2(
     keep_channels: bool = False,
     background: str = "",
     background_radius: float = 50.0,
+    keep_databar: bool | None = None,
 ) -> np.ndarray:
     """Read any EM image as the ``(H, W, C)`` array a detectron2 dataset mapper expects.
 
@@ -1311,6 +1555,8 @@ def load_for_detectron2(
     background, background_radius : str and float, default "" (off) and 50
         Background removal before the stretch
         (:func:`emdet.data.preprocess.subtract_background`).
+    keep_databar : bool, optional
+        As :func:`read_image` (an SEM databar is cropped by default).
 
     Returns
     -------
@@ -1332,7 +1578,8 @@ def load_for_detectron2(
             f"format={format!r} is not supported for EM images; use 'BGR', 'RGB' or 'L' "
             "(cfg.INPUT.FORMAT)."
         )
-    image, meta = read_image(file_name, page=page, keep_channels=keep_channels and fmt != "L")
+    image, meta = read_image(file_name, page=page, keep_channels=keep_channels and fmt != "L",
+                             keep_databar=keep_databar)
     if page is None and meta.n_frames > 1:
         raise ImageReadError(
             f"'{meta.path}' holds {meta.n_frames} frames but detectron2 needs one image per "

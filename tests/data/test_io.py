@@ -309,19 +309,62 @@ def test_fei_thermo_tiff_pixel_size_and_databar(tmp_path, tag):
     )
     path = tmp_path / "helios.tif"
     tifffile.imwrite(path, img, extratags=[(tag, "s", 0, ini, True)])
-    out, meta = read_image(path)
+    out, meta = read_image(path, keep_databar=True)
     np.testing.assert_array_equal(out, img)
     assert meta.pixel_size == pytest.approx(2.5) and meta.unit == "nm"
     assert meta.extra["databar_rows"] == 8
-    assert "FEI" in meta.extra["pixel_size_source"]
+    assert "fei" in meta.extra["pixel_size_source"]
 
 
-def test_zeiss_sem_tiff_pixel_size(tmp_path):
-    text = "\r\n".join(["0", "AP_PIXEL_SIZE", "Pixel Size = 3.126 nm", "AP_WD", "WD = 5.1 mm", ""])
+def _zeiss_cz_sem(display_pixel_m: float) -> str:
+    """A CZ_SEM tag as Zeiss SmartSEM writes it: an unnamed block of numbers (the 4th is the
+    pixel size in m of a 1024 px wide display) before the named AP_/DP_ entries."""
+    block = ["0", "0", "0", f"{display_pixel_m:e}", "5.000000e+004", "6", "5.000000e+003"]
+    named = ["AP_PIXEL_SIZE", f"Pixel Size = {display_pixel_m * 1e9:.3f} nm", "AP_WD",
+             "WD = 5.1 mm"]
+    return "\r\n".join(block + [str(len(named) // 2)] + named + [""])
+
+
+@pytest.mark.parametrize("width, expected", [(1024, 5.825), (512, 11.65)])
+def test_zeiss_sem_tiff_pixel_size_follows_the_stored_width(tmp_path, width, expected):
+    """Zeiss' pixel size belongs to a 1024 px display: a 512 px image has pixels twice as
+    large (rosettasciio's rule; emdet read 5.825 nm for hyperspy's 512 px sample file)."""
     path = tmp_path / "zeiss.tif"
-    tifffile.imwrite(path, _ramp(dtype=np.uint8), extratags=[(34118, "s", 0, text, True)])
+    tifffile.imwrite(path, _ramp((width * 3 // 4, width), dtype=np.uint8),
+                     extratags=[(34118, "s", 0, _zeiss_cz_sem(5.825e-9), True)])
     _, meta = read_image(path)
-    assert meta.pixel_size == pytest.approx(3.126) and meta.unit == "nm"
+    assert meta.pixel_size == pytest.approx(expected) and meta.unit == "nm"
+    assert "sem" in meta.extra["pixel_size_source"]
+
+
+@pytest.mark.filterwarnings("ignore:.*stored as RGB:DeprecationWarning")
+def test_tiff_stack_described_zyx_is_three_frames_not_colour(tmp_path):
+    """tifffile writes a (3, H, W) array as planar RGB unless told otherwise; its ZYX axes
+    make it a stack (emdet read shape (3, 64) and a 1-D page)."""
+    stack = _ramp((3, 64, 64), np.uint16)
+    path = tmp_path / "zyx.tif"
+    tifffile.imwrite(path, stack, metadata={"axes": "ZYX"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no colour conversion
+        out, meta = read_image(path)
+        frame, _ = read_image(path, page=1)
+    np.testing.assert_array_equal(out, stack)
+    assert meta.n_frames == 3
+    np.testing.assert_array_equal(frame, stack[1])
+
+
+def test_tiff_colour_preview_series_is_skipped_for_the_raw_image(tmp_path):
+    """Olympus SIS files start with an 8-bit RGB preview; the raw 16-bit image follows."""
+    raw = _ramp((20, 24), np.uint16)
+    preview = np.repeat((raw // 256).astype(np.uint8)[..., None], 3, axis=-1)
+    path = tmp_path / "sis.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(preview, photometric="rgb")
+        tif.write(raw, photometric="minisblack")
+    out, meta = read_image(path)
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out, raw)
+    assert "preview" in meta.extra["preview_skipped"]
 
 
 def test_ome_tiff_pixel_size(tmp_path):
@@ -498,12 +541,58 @@ def test_digital_micrograph_pixels_dtype_and_calibration(tmp_path, ext, dtype):
     assert meta.pixel_size == pytest.approx(0.1375) and meta.unit == "nm"
 
 
-@pytest.mark.parametrize("units, expected", [("µm", 12.5), ("Å", 0.00125), ("1/nm", 0.0125)])
+@pytest.mark.parametrize("units, expected", [("µm", 12.5), ("Å", 0.00125)])
 def test_digital_micrograph_units_are_normalised(tmp_path, units, expected):
     path = _write_dm(tmp_path / "a.dm4", _ramp((8, 8)), scale=0.0125, units=units)
     _, meta = read_image(path)
     assert meta.pixel_size == pytest.approx(expected)
-    assert meta.unit == ("1/nm" if units.startswith("1/") else "nm")
+    assert meta.unit == "nm"
+
+
+def test_reciprocal_calibration_is_not_used_for_sizes(tmp_path):
+    """A diffraction pattern or FFT in 1/nm has no real-space pixel size."""
+    path = _write_dm(tmp_path / "fft.dm4", _ramp((8, 8)), scale=0.0125, units="1/nm")
+    with pytest.warns(emio.UnusableCalibrationWarning, match="reciprocal-space"):
+        _, meta = read_image(path)
+    assert meta.pixel_size is None and meta.unit is None
+    assert meta.extra["reciprocal_pixel_size"] == pytest.approx(0.0125)
+    assert "reciprocal" in meta.extra["calibration_unusable"]
+
+
+@pytest.mark.parametrize("pixel_size_m, usable", [(4.2e7, False), (2e-13, False), (1e-10, True)])
+def test_absurd_real_space_calibration_is_not_used(tmp_path, pixel_size_m, usable):
+    """TIA writes a diffraction series' reciprocal calibration as metres: 4.2e16 nm/px."""
+    path = _write_ser(tmp_path / "d_1.ser", _ramp((1, 8, 8), np.uint16), pixel_size_m=pixel_size_m)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, meta = read_image(path)
+    unusable = [w for w in caught if issubclass(w.category, emio.UnusableCalibrationWarning)]
+    if usable:
+        assert meta.pixel_size == pytest.approx(pixel_size_m * 1e9) and not unusable
+    else:
+        assert meta.pixel_size is None and meta.unit is None and len(unusable) == 1
+        assert "1 pm to 1 m" in meta.extra["calibration_unusable"]
+
+
+def test_spectrum_image_is_refused_with_what_it_is(tmp_path, monkeypatch):
+    """rosettasciio reads a DM EELS spectrum image with its energy axis flagged as navigation:
+    emdet read it as 2048 frames of 2 x 2 pixels. Now it says what the file is."""
+    def fake_reader(filename, lazy=False):
+        return [{
+            "data": np.zeros((2048, 2, 2), np.float32),
+            "axes": [{"name": "Energy loss", "scale": 0.5, "units": "eV", "navigate": True},
+                     {"name": "y", "scale": 0.002, "units": "µm", "navigate": False},
+                     {"name": "x", "scale": 0.002, "units": "µm", "navigate": False}],
+            "metadata": {"General": {"title": "EELS SI"}, "Signal": {"signal_type": "EELS"}},
+        }]
+
+    fake = types.ModuleType("rsciio.digitalmicrograph")
+    fake.file_reader = fake_reader
+    monkeypatch.setitem(sys.modules, "rsciio.digitalmicrograph", fake)
+    path = _write_dm(tmp_path / "EELS_SI.dm4", _ramp((8, 8)), scale=1.0, units="nm")
+    with pytest.raises(ImageReadError, match=r"EELS_SI.dm4.*spectroscopy, not an image.*EELS "
+                       r"spectrum image \(2048 x 2 x 2 values\).*HAADF"):
+        read_image(path)
 
 
 def test_digital_micrograph_stack_and_uncalibrated(tmp_path):
@@ -556,8 +645,8 @@ def test_emd_dispatch_picks_the_first_image_signal(tmp_path, monkeypatch):
     image = _ramp((10, 12), np.uint16)
     calls = []
 
-    def fake_reader(filename, lazy=False):
-        calls.append(filename)
+    def fake_reader(filename, lazy=False, select_type=None):
+        calls.append((filename, select_type))
         return [
             {
                 "data": np.zeros(2048),
@@ -581,7 +670,8 @@ def test_emd_dispatch_picks_the_first_image_signal(tmp_path, monkeypatch):
     (tmp_path / "velox.emd").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 64)
     out, meta = read_image(tmp_path / "velox.emd")
     np.testing.assert_array_equal(out, image)
-    assert calls == [str(tmp_path / "velox.emd")]
+    # only the images are asked for: Velox spectrum streams are not decoded
+    assert calls == [(str(tmp_path / "velox.emd"), "images")]
     assert meta.pixel_size == pytest.approx(0.2) and meta.extra["title"] == "HAADF"
     assert meta.extra["datasets"] == ["EDS", "HAADF"]
 
@@ -785,3 +875,37 @@ def test_image_meta_is_a_plain_dataclass(tmp_path):
         "emd",
         "npy",
     }
+
+
+def _fei_tiff(path, image, rows_of_image):
+    ini = (
+        "[Scan]\r\nPixelWidth=2.5e-09\r\nPixelHeight=2.5e-09\r\n[Image]\r\n"
+        f"ResolutionX={image.shape[1]}\r\nResolutionY={rows_of_image}\r\n"
+    )
+    tifffile.imwrite(path, image, extratags=[(34682, "s", 0, ini, True)])
+    return path
+
+
+def test_fei_databar_is_cropped_by_default_and_kept_on_request(tmp_path):
+    """The databar is below the image (its top is [Image] ResolutionY), so cropping it keeps
+    every coordinate; read_image, read_series, image_size and the detectron2 loader agree."""
+    img = _ramp((40, 50), np.uint16)
+    path = _fei_tiff(tmp_path / "sem.tif", img, 32)
+    out, meta = read_image(path)
+    np.testing.assert_array_equal(out, img[:32])
+    assert meta.shape == (32, 50) and meta.extra["databar_cropped"] == 8
+    assert meta.extra["uncropped_height"] == 40
+    assert emio.image_size(path) == (32, 50) and emio.databar_rows(path) == 8
+    assert next(emio.read_series(path))[0].shape == (32, 50)
+    assert emio.load_for_detectron2(path).shape == (32, 50, 3)
+    whole, meta = read_image(path, keep_databar=True)
+    np.testing.assert_array_equal(whole, img)
+    assert "databar_cropped" not in meta.extra
+    try:
+        emio.set_keep_databar(True)  # what --keep-databar does
+        assert read_image(path)[0].shape == (40, 50) and emio.image_size(path) == (40, 50)
+    finally:
+        emio.set_keep_databar(False)
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, img)
+    assert read_image(plain)[0].shape == (40, 50) and emio.databar_rows(plain) == 0
