@@ -194,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
         "labelme files); without it an existing output is an error. Images in --images are "
         "never replaced",
     )
+    p.add_argument(
+        "--keep-databar",
+        action="store_true",
+        help="keep the databar of FEI/Thermo SEM images in the image size (by default it is "
+        "cropped, as predict and training read the images; coordinates do not change)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -201,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    from emdet.data.io import set_keep_databar
+
+    set_keep_databar(args.keep_databar)
     try:
         if args.to == "masks":
             if args.images is not None:

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overlay-size", type=int, default=2048, metavar="PX",
                         help="longer side of overlay PNGs (default 2048; 0: full size)")
     parser.add_argument("--recursive", action="store_true", help="search sub-folders too")
+    parser.add_argument("--keep-databar", action="store_true",
+                        help="keep the databar of FEI/Thermo SEM images (by default it is cropped "
+                        "as the image is read, from the height in the file's metadata)")
     parser.add_argument("--overwrite", action="store_true",
                         help="discard earlier results in --output instead of resuming "
                         "(labelme files of re-predicted images are replaced)")
@@ -94,6 +97,9 @@ def main(args: argparse.Namespace) -> None:
     logging.getLogger("emdet").setLevel(logging.INFO)
     cfg = load_config(args.config_file, args.opts or ())
     from emdet.data.datasets import register_all_from_root
+    from emdet.data.io import set_keep_databar
+
+    set_keep_databar(args.keep_databar)
 
     try:  # data sets only supply class names here
         register_all_from_root(cfg.EMDET.DATASETS_ROOT or None)

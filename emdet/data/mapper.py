@@ -99,19 +99,29 @@ class EMDatasetMapper(DatasetMapper):
                 ret["instance_mask_format"] = "bitmask"  # API use without setup_cfg
         return ret
 
-    def read(self, file_name: str, page: int | None = None) -> np.ndarray:
+    def read(self, file_name: str, page: int | None = None,
+             keep_databar: bool | None = None) -> np.ndarray:
         """HxWx3 image for the model (uint8, or float32 on the same 0-255 scale), from any format
         emdet reads (``page`` of a stack)."""
         from emdet.data.io import load_for_detectron2
 
         image = load_for_detectron2(
-            file_name, format=self.image_format, page=page, **self.input_options
+            file_name, format=self.image_format, page=page, keep_databar=keep_databar,
+            **self.input_options
         )
         return image if image.flags.writeable else image.copy()
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
         image = self.read(dataset_dict["file_name"], dataset_dict.get("page"))
+        height = dataset_dict.get("height")
+        if height is not None and image.shape[0] != height:
+            from emdet.data.io import databar_rows
+
+            if image.shape[0] + databar_rows(dataset_dict["file_name"]) == height:
+                # annotated with the SEM databar kept (--keep-databar, or an older COCO file)
+                image = self.read(dataset_dict["file_name"], dataset_dict.get("page"),
+                                  keep_databar=True)
         utils.check_image_size(dataset_dict, image)
         sem_seg_gt = None
         if "sem_seg_file_name" in dataset_dict:

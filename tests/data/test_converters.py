@@ -1184,3 +1184,21 @@ def test_image_size_uses_the_project_pixel_limit(tmp_path, monkeypatch):
     with pytest.raises(AnnotationError, match="EMDET_MAX_PIXELS") as info:
         image_size(tmp_path / "montage.png", source=tmp_path / "m.json", field_name="imagePath")
     assert "m.json" in str(info.value) and "imagePath" in str(info.value)
+
+
+def test_labelme_of_a_whole_sem_image_converts_with_the_databar_cropped(tmp_path):
+    """labelme shows an FEI SEM image with its databar (imageHeight counts it); the COCO
+    image is the cropped one and the object keeps its coordinates."""
+    img = np.full((H, W), 100, np.uint8)
+    ini = (f"[Scan]\r\nPixelWidth=2e-09\r\nPixelHeight=2e-09\r\n[Image]\r\nResolutionX={W}\r\n"
+           f"ResolutionY={H - 16}\r\n")
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "sem.tif", img, extratags=[(34682, "s", 0, ini, True)])
+    write_labelme(tmp_path / "in" / "sem.json", "sem.tif",
+                  [shape("particle", [[10, 10], [30, 10], [30, 30], [10, 30]])], h=H)
+    out = tmp_path / "coco.json"
+    convert_annotations(tmp_path / "in", out, "labelme", progress=False)
+    coco = json.loads(out.read_text())
+    assert (coco["images"][0]["height"], coco["images"][0]["width"]) == (H - 16, W)
+    assert coco["images"][0]["pixel_size"] == pytest.approx(2.0)
+    assert coco["annotations"][0]["bbox"] == pytest.approx([10, 10, 20, 20])

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from emdet.data import io as emio
 from emdet.data.geometry import rbox_to_polygon as rbox_corners
 
 from ._common import (
@@ -98,9 +99,13 @@ def read_labelme(path: Path, run: Run) -> ImageRecord:
             hint=hint,
         )
     image, width, height = _resolve_labelme_image(path, doc, run)
+    # labelme shows an SEM image whole; emdet crops its databar (below the image, so the
+    # coordinates stand), and the declared height may count the bar's rows too
+    bar = emio.databar_rows(image) if doc.get("imageHeight") not in (None, height) else 0
     for key, actual in (("imageWidth", width), ("imageHeight", height)):
         declared = doc.get(key)
-        if declared is not None and json_number(declared, path, "", key) != actual:
+        if declared is not None and json_number(declared, path, "", key) not in (
+                actual, actual + (bar if key == "imageHeight" else 0)):
             raise AnnotationError(
                 path,
                 f"{key} is {declared}, but the image {image} is {width} x {height} px.",
