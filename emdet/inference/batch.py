@@ -7,7 +7,8 @@
     failures.csv         file, frame, error, reason: one row per file or frame that could not
                          be read or predicted (header only when everything worked)
     overlays/<name>.png  the image with coloured outlines (``<name>_f0003.png`` for frame 3)
-    labelme/<name>.json  with ``labelme=True``: labelme files (and the 8-bit image they open)
+    labelme/<name>.json  with ``labelme=True``: labelme files that show an 8-bit view (embedded)
+                         and point at the image itself (``<name>_f0003.tif`` for a frame)
     parts/run.json       the settings of the run
     parts/files/         per-file results, so a rerun skips finished files (keep it to resume)
 
@@ -94,7 +95,8 @@ class PredictOptions:
     overlay_max_size : int
         [--overlay-size] Longer side of overlays in pixels (0: full size).
     labelme : bool
-        [--labelme] Write a labelme file per image (and the 8-bit image it opens).
+        [--labelme] Write a labelme file per image: an embedded 8-bit view to correct on,
+        ``imagePath`` the input file (a frame of a stack: a calibrated TIFF of the frame).
     overwrite : bool
         [--overwrite] Discard earlier results in the folder instead of resuming.
     recursive : bool
@@ -563,7 +565,8 @@ class _Runner:
         return self._predictor
 
     # -- per frame outputs --------------------------------------------------------------
-    def _extras(self, f: _File, record: dict, prepared: np.ndarray, det) -> None:
+    def _extras(self, f: _File, record: dict, raw: np.ndarray, prepared: np.ndarray,
+                det) -> None:
         name = _frame_name(f, record["frame"], record["n_frames"])
         if self.options.overlays:
             from emdet.inference.overlay import draw_overlay, write_png
@@ -576,22 +579,40 @@ class _Runner:
             )
             record["overlay"] = rel
         if self.options.labelme:
-            record["labelme"] = self._labelme(name, record, prepared)
+            record["labelme"] = self._labelme(f, name, record, raw, prepared)
 
-    def _labelme(self, name: str, record: dict, prepared: np.ndarray) -> str:
+    def _labelme(self, f: _File, name: str, record: dict, raw: np.ndarray,
+                 prepared: np.ndarray) -> str:
+        """A labelme file whose ``imagePath`` is the image at full depth with its calibration
+        (the input file itself; for a frame of a stack, a calibrated TIFF of that frame), and
+        whose embedded ``imageData`` is the 8-bit view labelme shows. Converting the corrected
+        file back (``convert_annotations.py --format labelme``) then reads the original pixels
+        and pixel size, not an 8-bit copy."""
+        import cv2
+
         from emdet.data.converters import coco_to_labelme
-        from emdet.inference.overlay import write_png
+        from emdet.data.io import write_tiff
 
         folder = self.out / "labelme"
-        write_png(folder / f"{name}.png", display_image(prepared))
+        folder.mkdir(parents=True, exist_ok=True)
+        if record["n_frames"] == 1:
+            image_file = f.path.resolve()
+        else:  # labelme has no frames: this frame alone, lossless and calibrated
+            image_file = folder / f"{name}.tif"
+            unit = record["unit"] if record["pixel_size"] is not None else "nm"
+            write_tiff(image_file, raw, pixel_size=record["pixel_size"], unit=unit)
+        ok, png = cv2.imencode(".png", display_image(prepared))
+        if not ok:
+            raise PredictError(f"{f.file_name}: cannot encode the labelme view as PNG")
         anns = [dict(a, id=k + 1, image_id=1) for k, a in enumerate(record["annotations"])]
         coco = {
-            "images": [{"id": 1, "file_name": f"{name}.png", "height": record["height"],
+            "images": [{"id": 1, "file_name": str(image_file), "height": record["height"],
                         "width": record["width"]}],
             "categories": [{"id": i, "name": n} for i, n in zip(self.ids, self.names, strict=True)],
             "annotations": anns,
         }
-        coco_to_labelme(coco, folder, images_dir=folder, overwrite=True, progress=False)
+        coco_to_labelme(coco, folder, images_dir=folder, overwrite=True, progress=False,
+                        image_data={1: png.tobytes()}, stems={1: name})
         return f"labelme/{name}.json"
 
     def _missing_extras(self, record: dict) -> bool:
@@ -624,7 +645,7 @@ class _Runner:
             det = annotations_to_detections(
                 record["annotations"], record["height"], record["width"], index
             )
-            self._extras(f, record, prepared, det)
+            self._extras(f, record, image, prepared, det)
             changed = True
         if changed:
             _write_json(self.parts.part(f), part)
@@ -655,7 +676,7 @@ class _Runner:
             "annotations": detections_to_annotations(det, height, width, self.ids),
         }
         record["seconds"] = round(time.perf_counter() - t0, 4)
-        self._extras(f, record, prepared, det)
+        self._extras(f, record, item.image, prepared, det)
         return record
 
     def run(self, files: Sequence[_File], progress) -> None:

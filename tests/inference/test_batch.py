@@ -159,17 +159,40 @@ def test_ranks_share_the_files_and_rank_zero_assembles(h, folder, tmp_path):
     assert len(images) == 5
 
 
-def test_labelme_files_open_their_own_png(h, folder, tmp_path):
+def test_labelme_files_point_at_the_full_depth_image_and_convert_back_calibrated(
+        h, folder, tmp_path):
+    import base64
+
+    from emdet.data.converters import convert_annotations
+    from emdet.data.io import read_image
+
     out = tmp_path / "out"
     _run(h, folder, out, labelme=True, overlays=False)
     doc = json.loads((out / "labelme" / "scene.json").read_text())
-    assert doc["imagePath"] == "scene.png" and (out / "labelme" / "scene.png").is_file()
+    # imagePath: the 16-bit, 0.5 nm input itself; imageData: the 8-bit view labelme shows
+    assert (out / "labelme" / doc["imagePath"]).resolve() == (folder / "scene.tif").resolve()
+    view = cv2.imdecode(np.frombuffer(base64.b64decode(doc["imageData"]), np.uint8),
+                        cv2.IMREAD_UNCHANGED)
+    assert view.dtype == np.uint8 and view.shape == (300, 420) and view.max() > 100
     assert (doc["imageHeight"], doc["imageWidth"]) == (300, 420)
     n_objects = len(h.components(h.blob_scene(300, 420, 40, 0)))
     assert len(doc["shapes"]) >= n_objects - 1  # the 1-pixel corner mark makes no polygon
     assert {s["label"] for s in doc["shapes"]} <= set(CLASSES)
-    assert (out / "labelme" / "stack_f0002.json").is_file()
+    # a frame of the stack: labelme has no frames, so the frame alone, lossless and calibrated
+    frame = json.loads((out / "labelme" / "stack_f0002.json").read_text())
+    assert frame["imagePath"] == "stack_f0002.tif"
+    pixels, meta = read_image(out / "labelme" / "stack_f0002.tif")
+    original, _ = read_image(folder / "stack.tif", page=2)
+    assert pixels.dtype == original.dtype and np.array_equal(pixels, original)
+    assert (meta.pixel_size, meta.unit) == (pytest.approx(2.0), "nm")
     assert not (out / "overlays").exists()
+    # corrected in labelme and converted back: the original pixels and pixel size, not a PNG
+    coco_path = tmp_path / "corrected.json"
+    convert_annotations(out / "labelme", coco_path, "labelme", classes=CLASSES, progress=False)
+    images = {Path(im["file_name"]).name: im for im in json.loads(coco_path.read_text())["images"]}
+    assert images["scene.tif"]["pixel_size"] == pytest.approx(0.5)
+    assert images["stack_f0002.tif"]["pixel_size"] == pytest.approx(2.0)
+    assert "small.png" in images and images["small.png"].get("pixel_size") is None
     # resuming with overlays draws the missing ones without predicting again
     model = h.OracleModel()
     _run(h, folder, out, predictor=_predictor(h, model), labelme=True)

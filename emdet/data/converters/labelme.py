@@ -387,6 +387,8 @@ def coco_to_labelme(
     min_score: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    image_data: Mapping[Any, bytes] | None = None,
+    stems: Mapping[Any, str] | None = None,
 ) -> list[Path]:
     """Write one labelme JSON per image of a COCO file, e.g. to correct predictions in labelme.
 
@@ -409,6 +411,14 @@ def coco_to_labelme(
         hand corrections are never lost.
     progress : bool
         Show a progress bar.
+    image_data : mapping, optional
+        PNG (or JPEG) bytes per COCO image id, embedded as ``imageData``: labelme shows the
+        embedded picture and keeps ``imagePath`` pointing at the image itself, so an 8-bit view
+        of a 16-bit, float or DM4 image can be shown while the converter reads the original
+        at full depth, with its calibration.
+    stems : mapping, optional
+        Name of the labelme file (without ``.json``) per COCO image id, instead of the image's
+        stem (e.g. when two images of one batch share a stem).
 
     Returns
     -------
@@ -456,7 +466,17 @@ def coco_to_labelme(
         coco["images"], desc="Writing labelme files", unit="image", disable=not progress
     ):
         file_name = img["file_name"]
-        target = out_dir / (PurePosixPath(file_name.replace("\\", "/")).stem + ".json")
+        stem = (stems or {}).get(img["id"])
+        if not stem:
+            stem = PurePosixPath(file_name.replace("\\", "/")).stem
+            if int(img.get("n_frames") or 1) > 1 and img.get("frame") is not None:
+                stem += f"_f{int(img['frame']):04d}"  # a frame of a stack, named as predict does
+                if not (image_data and img["id"] in image_data):
+                    logger.warning(
+                        "%s: image %s is frame %s of a stack; labelme shows only a file's "
+                        "first frame (predict.py --labelme writes each frame as its own TIFF).",
+                        name, file_name, img["frame"])
+        target = out_dir / (stem + ".json")
         if target in seen:
             raise ConversionError(
                 f"{name}: images {seen[target]!r} and {file_name!r} would both "
@@ -486,7 +506,8 @@ def coco_to_labelme(
             "flags": {},
             "shapes": shapes,
             "imagePath": posix_relpath(image_path, out_dir.resolve()),
-            "imageData": None,
+            "imageData": (base64.b64encode(image_data[img["id"]]).decode("ascii")
+                          if image_data and img["id"] in image_data else None),
             "imageHeight": int(img["height"]),
             "imageWidth": int(img["width"]),
         }
