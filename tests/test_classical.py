@@ -127,6 +127,25 @@ def test_scorer_gives_the_known_figures():
     assert folder["n_found"] == 1 and folder["recall"] == pytest.approx(1 / 4)
 
 
+def test_scorer_pairs_the_frames_of_a_stack_by_frame():
+    _, t0 = discs((64, 64), [(16, 16), (16, 48), (48, 32)], 6)
+    _, t1 = discs((64, 64), [(32, 32)], 10)
+
+    def stack(labels_list, frames):
+        coco = _coco(labels_list, names=["stack.tif"] * len(labels_list))
+        for im, frame in zip(coco["images"], frames, strict=True):
+            im.update(frame=frame, n_frames=2)
+        return coco
+
+    gt = stack([t0, t1], [0, 1])
+    # predict numbers images its own way (frame 1 first here): pairs are by file and frame
+    fig = score_instances(gt, stack([t1, t0], [1, 0]))
+    assert (fig["f1"], fig["count_error"], fig["n_found"]) == (1, 0, 4)
+    # the frames swapped: every object is in the wrong frame
+    swapped = score_instances(gt, stack([t1, t0], [0, 1]))
+    assert swapped["f1"] == 0 and swapped["count_error"] > 0
+
+
 def test_run_baseline_writes_everything_or_refuses(tmp_path):
     from PIL import Image
 

@@ -26,6 +26,11 @@ training and ignored by evaluation. CVAT writes *every* mask object with ``iscro
 CVAT file would train and score nothing. The rule (:func:`crowd_as_objects`): a file whose
 annotations are **all** crowd is read as objects (``iscrowd`` 0) with a warning; a file that
 mixes 0 and 1 keeps COCO's meaning.
+
+Frames of a stack: an image entry with ``frame`` (and ``n_frames`` > 1) is that frame of the
+multi-frame file ``file_name``, as ``tools/predict.py`` writes them. Training, evaluation,
+statistics and the converters all read it with :func:`image_frame` and tell images apart by
+:func:`image_key`, ``(file_name, frame)``, so the frames of one file never collide.
 """
 from __future__ import annotations
 
@@ -40,11 +45,21 @@ from typing import Any
 
 from emdet.utils import strictjson
 
-__all__ = ["CocoFormatError", "check_annotation", "check_coco", "crowd_as_objects", "read_coco",
-           "rle_counts"]
+__all__ = ["CocoFormatError", "check_annotation", "check_coco", "crowd_as_objects", "image_frame",
+           "image_key", "read_coco", "rle_counts"]
 
 logger = logging.getLogger(__name__)
 _WARNED: set[str] = set()
+
+
+def image_frame(image: Mapping[str, Any]) -> int:
+    """The frame of a multi-frame file that a COCO image entry is (0 for a single image)."""
+    return int(image.get("frame") or 0)
+
+
+def image_key(image: Mapping[str, Any]) -> tuple[str, int]:
+    """``(file_name, frame)``: what tells COCO images of files and of frames apart."""
+    return str(image.get("file_name", "")), image_frame(image)
 
 
 def crowd_as_objects(annotations: list, source: str | os.PathLike = "") -> bool:

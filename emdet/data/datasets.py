@@ -399,7 +399,7 @@ def load_em_coco_json(
         img = images[record["image_id"]]
         if "sem_seg_file_name" in img:
             record["sem_seg_file_name"] = str(mask_root / img["sem_seg_file_name"])
-        for key in ("pixel_size", "unit"):
+        for key in ("pixel_size", "unit", "frame", "n_frames"):  # frame: of a stack's file
             if key in img:
                 record[key] = img[key]
         if rotated:

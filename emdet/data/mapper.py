@@ -113,15 +113,16 @@ class EMDatasetMapper(DatasetMapper):
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = self.read(dataset_dict["file_name"], dataset_dict.get("page"))
+        # a frame of a multi-frame file (COCO image "frame", emdet.data.cocofile.image_frame)
+        page = dataset_dict.get("frame")
+        image = self.read(dataset_dict["file_name"], page)
         height = dataset_dict.get("height")
         if height is not None and image.shape[0] != height:
             from emdet.data.io import databar_rows
 
             if image.shape[0] + databar_rows(dataset_dict["file_name"]) == height:
                 # annotated with the SEM databar kept (--keep-databar, or an older COCO file)
-                image = self.read(dataset_dict["file_name"], dataset_dict.get("page"),
-                                  keep_databar=True)
+                image = self.read(dataset_dict["file_name"], page, keep_databar=True)
         utils.check_image_size(dataset_dict, image)
         sem_seg_gt = None
         if "sem_seg_file_name" in dataset_dict:

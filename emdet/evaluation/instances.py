@@ -16,7 +16,8 @@ and for a classical pipeline (:mod:`emdet.classical`), so their rows can stand s
   (``median_diameter_error``, meaningful when all images show one sample).
 
 Predicted images are paired with annotated ones by ``file_name`` (or its base name when the
-paths differ), never by id: predict numbers its images in its own order. Predicted images
+paths differ) and ``frame`` for the frames of a stack, never by id: predict numbers its images
+in its own order. Predicted images
 without annotations are left out (predict may have run on the whole folder); annotated images
 without predictions count as found nothing.
 
@@ -75,21 +76,25 @@ def _image_pairs(gt: Mapping, pred: Mapping, pred_name: str) -> dict[Any, Any]:
     are its test split) are left out; a base name shared by several annotated images, or no
     pair at all, is an error.
     """
-    by_name = {im["file_name"]: im["id"] for im in gt["images"]}
-    by_base: dict[str, list] = {}
+    from emdet.data.cocofile import image_frame, image_key
+
+    by_name = {image_key(im): im["id"] for im in gt["images"]}
+    by_base: dict[tuple[str, int], list] = {}
     for im in gt["images"]:
-        by_base.setdefault(PurePosixPath(im["file_name"]).name, []).append(im["id"])
+        by_base.setdefault((PurePosixPath(im["file_name"]).name, image_frame(im)),
+                           []).append(im["id"])
     pairs = {}
     for im in pred.get("images", []):
-        name = str(im.get("file_name", ""))
-        if name in by_name:
-            pairs[im["id"]] = by_name[name]
+        name, frame = image_key(im)
+        if (name, frame) in by_name:
+            pairs[im["id"]] = by_name[name, frame]
             continue
-        base = by_base.get(PurePosixPath(name.replace("\\", "/")).name, [])
+        base = by_base.get((PurePosixPath(name.replace("\\", "/")).name, frame), [])
         if len(base) > 1:
             raise InstanceScoreError(
-                f"{pred_name}: image {name!r} matches {len(base)} annotated images by its base "
-                "name; give predictions whose file_name is the annotations' own."
+                f"{pred_name}: image {name!r} (frame {frame}) matches {len(base)} annotated "
+                "images by its base name; give predictions whose file_name is the annotations' "
+                "own."
             )
         if base:
             pairs[im["id"]] = base[0]

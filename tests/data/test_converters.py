@@ -1136,6 +1136,21 @@ def _coco_for_labelme(tmp_path: Path) -> dict:
     }
 
 
+def test_frames_of_a_stack_get_one_labelme_file_each(tmp_path, caplog):
+    dataset = {
+        "images": [{"id": k + 1, "file_name": "stack.tif", "width": 40, "height": 30,
+                    "frame": k, "n_frames": 2} for k in range(2)],
+        "categories": [{"id": 1, "name": "p"}],
+        "annotations": [{"id": k + 1, "image_id": k + 1, "category_id": 1,
+                         "bbox": [5 + 10 * k, 5, 8, 8]} for k in range(2)],
+    }
+    written = coco_to_labelme(dataset, tmp_path / "lm", images_dir=tmp_path, progress=False)
+    assert [p.name for p in written] == ["stack_f0000.json", "stack_f0001.json"]
+    boxes = [json.loads(p.read_text())["shapes"][0]["points"][0][0] for p in written]
+    assert boxes == [5, 15]  # each frame its own objects
+    assert "frame 1 of a stack" in caplog.text
+
+
 def test_coco_to_labelme_refuses_duplicate_ids_wrong_rle_and_nan(tmp_path):
     good = _coco_for_labelme(tmp_path)
     assert len(coco_to_labelme(good, tmp_path / "ok", images_dir=tmp_path,

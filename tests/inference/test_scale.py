@@ -190,3 +190,36 @@ def test_training_and_predict_feed_the_model_the_same_array(tmp_path, settings):
     want_dtype = np.uint8 if settings.get("INPUT.EM.INPUT_DTYPE") == "uint8" else np.float32
     assert prepared.dtype == want_dtype and mapped.shape == (3, 96, 128)
     np.testing.assert_array_equal(mapped.numpy(), np.repeat(prepared[None], 3, axis=0))
+
+
+def test_each_frame_of_a_stack_in_a_coco_file_reaches_the_model(tmp_path):
+    """A COCO file listing the frames of one stack (``frame``/``n_frames``, as predict writes
+    them) loads as data set dicts that read their own frame, not the first or the whole stack."""
+    import json
+
+    from emdet.data.datasets import load_em_coco_json
+    from emdet.data.io import read_image, write_tiff
+    from emdet.data.mapper import EMDatasetMapper
+    from emdet.inference.predictor import prepare_image
+
+    yy, xx = np.mgrid[:48, :64]
+    stack = np.stack([(1000 * (k + 1) + 10 * (xx if k % 2 else yy)) for k in range(3)])
+    (tmp_path / "images").mkdir()
+    write_tiff(tmp_path / "images" / "stack.tif", stack.astype(np.uint16), pixel_size=1.0)
+    images = [{"id": 10 + k, "file_name": "stack.tif", "height": 48, "width": 64,
+               "frame": k, "n_frames": 3} for k in range(3)]
+    anns = [{"id": k + 1, "image_id": 10 + k, "category_id": 1, "bbox": [5, 5, 10, 10],
+             "area": 100, "iscrowd": 0,
+             "segmentation": [[5, 5, 15, 5, 15, 15, 5, 15]]} for k in range(3)]
+    json_file = tmp_path / "stack.json"
+    json_file.write_text(json.dumps({"images": images, "annotations": anns,
+                                     "categories": [{"id": 1, "name": "p"}]}))
+    records = load_em_coco_json(json_file, tmp_path / "images")
+    assert [r["frame"] for r in records] == [0, 1, 2]
+    cfg = load_config(QUICK, ["INPUT.MIN_SIZE_TEST", "0", "MODEL.DEVICE", "cpu"])
+    mapper = EMDatasetMapper(cfg, is_train=False)
+    for k, record in enumerate(records):
+        mapped = mapper(record)["image"].numpy()
+        frame = prepare_image(read_image(tmp_path / "images" / "stack.tif", page=k)[0], cfg)
+        np.testing.assert_array_equal(mapped, np.repeat(frame[None], 3, axis=0))
+    assert not np.array_equal(mapper(records[0])["image"], mapper(records[1])["image"])
