@@ -1,5 +1,6 @@
 """The classical particle baseline and the instance scorer, on images with known answers."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,6 +145,44 @@ def test_scorer_pairs_the_frames_of_a_stack_by_frame():
     # the frames swapped: every object is in the wrong frame
     swapped = score_instances(gt, stack([t1, t0], [0, 1]))
     assert swapped["f1"] == 0 and swapped["count_error"] > 0
+
+
+def test_aligned_results_let_pycocotools_score_predict_output(tmp_path):
+    import contextlib
+    import io
+    import subprocess
+    import sys
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    _, t1 = discs((64, 64), [(16, 16), (16, 48), (48, 32)], 6)
+    _, t2 = discs((64, 64), [(32, 32)], 10)
+    gt = _coco([t1, t2])
+    pred = _coco([t2, t1], names=["im1.png", "im0.png"])  # predict's own order and ids
+    for im in pred["images"]:
+        im["id"] += 100
+    for a in pred["annotations"]:
+        a["image_id"] += 100
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps(pred))
+    tool = Path(__file__).resolve().parents[1] / "tools" / "score_instances.py"
+    subprocess.run([sys.executable, str(tool), "--annotations", str(tmp_path / "gt.json"),
+                    "--predictions", str(tmp_path / "pred.json"),
+                    "--results", str(tmp_path / "results.json")], check=True,
+                   capture_output=True)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert sorted({r["image_id"] for r in results}) == [1, 2] and len(results) == 4
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(tmp_path / "gt.json"))
+        ev = COCOeval(coco_gt, coco_gt.loadRes(str(tmp_path / "results.json")), "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert ev.stats[0] == pytest.approx(1.0)  # the ids line up: every object found
+    # the unaligned file scores nothing in pycocotools (its image ids are not the annotated)
+    with pytest.raises(AssertionError, match="do not correspond"):
+        coco_gt.loadRes([a for a in pred["annotations"]])
 
 
 def test_run_baseline_writes_everything_or_refuses(tmp_path):

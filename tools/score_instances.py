@@ -11,7 +11,9 @@ score threshold (default: the one calibrated for MODEL.WEIGHTS when --weights is
 0.5) precision, recall and F1 of objects matched one-to-one at mask IoU 0.5, the mean per-image
 count error and the median equivalent-diameter error. Predictions pair with annotated images by
 file name. The same scorer (emdet.evaluation.instances) serves tools/classical_baseline.py and
-benchmarks/bench_real.py. --json FILE also writes the figures.
+benchmarks/bench_real.py. --json FILE also writes the figures; --results FILE writes the
+predictions as a COCO results list in the annotations' image ids, for pycocotools:
+COCOeval(COCO("test.json"), COCO("test.json").loadRes("results.json"), "segm").
 """
 from __future__ import annotations
 
@@ -31,9 +33,12 @@ def main(argv: list[str] | None = None) -> None:
                    help="weights whose calibrated threshold to use (model_best.pth, emdet://...)")
     p.add_argument("--max-dets", type=int, default=1000)
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures here")
+    p.add_argument("--results", default=None, metavar="FILE",
+                   help="also write the predictions in the annotations' image ids (a COCO "
+                   "results list for pycocotools' loadRes)")
     args = p.parse_args(argv)
     from emdet.data.cocofile import CocoFormatError
-    from emdet.evaluation.instances import InstanceScoreError, score_instances
+    from emdet.evaluation.instances import InstanceScoreError, aligned_results, score_instances
     from emdet.evaluation.threshold import read_threshold
     from emdet.utils.atomic import atomic_write
 
@@ -49,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         f = score_instances(args.annotations, args.predictions, score_threshold=threshold,
                             max_dets=args.max_dets)
+        results = aligned_results(args.annotations, args.predictions) if args.results else None
     except (InstanceScoreError, CocoFormatError, FileNotFoundError, KeyError) as e:
         sys.exit(f"score_instances: {e}")
     print(f"{f['n_images']} images: mask AP {f['ap']:.1f}, AP50 {f['ap50']:.1f}; at score >= "
@@ -59,6 +65,9 @@ def main(argv: list[str] | None = None) -> None:
           f"({100 * f['median_diameter_error']:.1f} %)")
     if args.json:
         atomic_write(args.json, json.dumps(f, indent=1) + "\n")
+    if results is not None:
+        atomic_write(args.results, json.dumps(results) + "\n")
+        print(f"wrote {len(results)} predictions in the annotations' image ids to {args.results}")
 
 
 if __name__ == "__main__":

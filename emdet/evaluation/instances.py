@@ -41,7 +41,7 @@ import numpy as np
 
 from emdet.evaluation.threshold import match_by_score
 
-__all__ = ["InstanceScoreError", "score_instances"]
+__all__ = ["InstanceScoreError", "aligned_results", "score_instances"]
 
 
 class InstanceScoreError(ValueError):
@@ -118,6 +118,49 @@ def _mean_valid(precision: np.ndarray) -> float:
     return 100 * float(valid.mean()) if valid.size else 0.0
 
 
+def aligned_results(
+    gt: str | os.PathLike | Mapping[str, Any],
+    pred: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """Predictions as a COCO results list in the annotations' own image ids.
+
+    predict numbers its images in its own order, so pycocotools cannot set its
+    ``predictions.json`` beside an annotated set; this list can:
+    ``COCO(gt).loadRes(aligned_results(gt, pred))``. Images pair by :func:`_image_pairs`
+    (file name and frame); predictions of images that are not annotated are left out.
+
+    Raises
+    ------
+    InstanceScoreError
+        ``gt`` is a results list, a prediction has no ``score`` or no mask, an image id of a
+        results list is not in ``gt``, or no predicted image is annotated.
+    """
+    gt, gt_name = _load(gt, "annotations")
+    if not isinstance(gt, Mapping):
+        raise InstanceScoreError(f"{gt_name}: a results list; give the annotated COCO set")
+    pred_set, pred_name = _load(pred, "predictions")
+    if isinstance(pred_set, list):
+        results = pred_set
+    else:
+        pairs = _image_pairs(gt, pred_set, pred_name)
+        results = []
+        for a in pred_set.get("annotations", []):
+            if "score" not in a:
+                raise InstanceScoreError(
+                    f"{pred_name}: annotation {a.get('id')!r} has no 'score'; these look like "
+                    "annotations, not predictions."
+                )
+            if a["image_id"] in pairs:
+                results.append(dict(a) | {"image_id": pairs[a["image_id"]]})
+    images = {im["id"] for im in gt["images"]}
+    for r in results:
+        if r["image_id"] not in images:
+            raise InstanceScoreError(f"prediction for image id {r['image_id']!r}, not in {gt_name}")
+        if "segmentation" not in r:
+            raise InstanceScoreError(f"prediction {r.get('id')!r} has no mask ('segmentation')")
+    return results
+
+
 def score_instances(
     gt: str | os.PathLike | Mapping[str, Any],
     pred: str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[str, Any]],
@@ -156,29 +199,9 @@ def score_instances(
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    gt, gt_name = _load(gt, "annotations")
-    if not isinstance(gt, Mapping):
-        raise InstanceScoreError(f"{gt_name}: a results list; give the annotated COCO set")
-    pred_set, pred_name = _load(pred, "predictions")
-    if isinstance(pred_set, list):
-        results = pred_set
-    else:
-        pairs = _image_pairs(gt, pred_set, pred_name)
-        results = []
-        for a in pred_set.get("annotations", []):
-            if "score" not in a:
-                raise InstanceScoreError(
-                    f"{pred_name}: annotation {a.get('id')!r} has no 'score'; these look like "
-                    "annotations, not predictions."
-                )
-            if a["image_id"] in pairs:
-                results.append(dict(a) | {"image_id": pairs[a["image_id"]]})
+    gt, _ = _load(gt, "annotations")
+    results = aligned_results(gt, pred)
     images = {im["id"]: im for im in gt["images"]}
-    for r in results:
-        if r["image_id"] not in images:
-            raise InstanceScoreError(f"prediction for image id {r['image_id']!r}, not in {gt_name}")
-        if "segmentation" not in r:
-            raise InstanceScoreError(f"prediction {r.get('id')!r} has no mask ('segmentation')")
 
     figures: dict[str, Any] = {"n_images": len(images), "score_threshold": float(score_threshold)}
     gt_api = COCO()
