@@ -10,19 +10,25 @@ Outputs of :func:`segment_files` in the output folder::
 
     masks/<name>.png        uint8 class labels (0 .. K-1)
     overlays/<name>.png     the image with the classes coloured
-    fractions.csv           file, frame, name, fraction_<class> for every class
+    fractions.csv           file, frame, name, pixel_size_nm, fraction_<class> and
+                            area_<class>_nm2 for every class
     ranking.csv             with sort_by_fraction: images by decreasing useful fraction
     overview.png            with sort_by_fraction: thumbnails in that order (Sadre et al. Fig. 6)
     failures.csv            unreadable or failed inputs (only when there are some)
 
 Outputs of :func:`detect_points_files`::
 
-    points/<stem>.csv       frame, x, y, class, score (one row per point, all frames)
+    points/<stem>.csv       frame, x, y (px), x_nm, y_nm, class, score (one row per point,
+                            all frames)
     overlays/<name>.png     the image with the points marked
-    summary.csv             file, frame, name, n_<class>
+    summary.csv             file, frame, name, pixel_size_nm, area_nm2 (of the frame),
+                            n_<class>, density_<class>_per_nm2
     failures.csv
 
 ``<name>`` is the file stem, with ``_f0007`` appended for frame 7 of a multi-frame file.
+Physical columns (``_nm``, ``_nm2``) come from each file's own calibration
+(:func:`emdet.data.io.read_image`) and are empty for an uncalibrated file; a warning names the
+files whose figures stay in pixels.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class Frame:
     index: int
     n_frames: int
     image: np.ndarray
+    pixel_size: float | None = None  # nm per pixel, None when the file is not calibrated
 
     @property
     def name(self) -> str:
@@ -88,7 +95,8 @@ def iter_frames(paths: Iterable[Path], failures: list[Failure]) -> Iterator[Fram
         index = -1
         try:
             for index, (frame, meta) in enumerate(read_series(path)):
-                yield Frame(Path(path), index, meta.n_frames, frame)
+                pixel = float(meta.pixel_size) if meta.unit == "nm" and meta.pixel_size else None
+                yield Frame(Path(path), index, meta.n_frames, frame, pixel)
         except Exception as e:  # noqa: BLE001 - any unreadable file is reported, not fatal
             failures.append(Failure(Path(path), index + 1 if index >= 0 else None,
                                     f"{type(e).__name__}: {e}"))
@@ -111,6 +119,22 @@ def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> N
     writer.writerow([csv_safe_cell(h) for h in header])
     writer.writerows([csv_safe_cell(v) for v in row] for row in rows)
     atomic_write(path, text.getvalue())
+
+
+def _cell(value) -> str | int:
+    """A CSV cell: floats with 6 significant digits, missing values empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def _warn_uncalibrated(rows: Sequence[dict]) -> None:
+    files = sorted({Path(r["file"]).name for r in rows if r["pixel_size_nm"] is None})
+    if files:
+        logger.warning("%d file(s) carry no pixel size, so their nm columns are empty: %s",
+                       len(files), ", ".join(files[:5]) + (" ..." if len(files) > 5 else ""))
 
 
 def _write_failures(out: Path, failures: list[Failure]) -> None:
@@ -242,13 +266,17 @@ def segment_files(
             failures.append(Failure(frame.path, frame.index, f"{type(e).__name__}: {e}"))
             logger.warning("failed on %s frame %d: %s", frame.path, frame.index, e)
             continue
+        nm2 = None if frame.pixel_size is None else frame.pixel_size ** 2
         rows.append({"file": str(frame.path), "frame": frame.index, "name": frame.name,
+                     "pixel_size_nm": frame.pixel_size,
                      **{f"fraction_{c}": float(f) for c, f in zip(classes, fractions,
-                                                                   strict=True)}})
-    header = ["file", "frame", "name"] + [f"fraction_{c}" for c in classes]
-    _write_csv(out / "fractions.csv", header,
-               [[r[h] if not isinstance(r[h], float) else f"{r[h]:.6f}" for h in header]
-                for r in rows])
+                                                                   strict=True)},
+                     **{f"area_{c}_nm2": None if nm2 is None else float(n) * nm2
+                        for c, n in zip(classes, counts, strict=True)}})
+    header = (["file", "frame", "name", "pixel_size_nm"] + [f"fraction_{c}" for c in classes]
+              + [f"area_{c}_nm2" for c in classes])
+    _write_csv(out / "fractions.csv", header, [[_cell(r[h]) for h in header] for r in rows])
+    _warn_uncalibrated(rows)
     result: dict = {"fractions": rows, "failures": failures}
     if sort_by_fraction and rows:
         key = f"fraction_{useful_class}"
@@ -344,14 +372,25 @@ def detect_points_files(
             logger.warning("failed on %s frame %d: %s", frame.path, frame.index, e)
             continue
         rows = per_file.setdefault(frame.path, [])
+        ps = frame.pixel_size
         for (x, y), c, s in zip(xy, cls, np.asarray(scores).reshape(-1), strict=True):
-            rows.append([frame.index, f"{x:.2f}", f"{y:.2f}", classes[int(c)], f"{float(s):.4f}"])
+            # x, y are pixel-centre coordinates: the physical position is x * pixel size
+            rows.append([frame.index, f"{x:.2f}", f"{y:.2f}", _cell(None if ps is None else x * ps),
+                         _cell(None if ps is None else y * ps), classes[int(c)],
+                         f"{float(s):.4f}"])
         counts = np.bincount(cls, minlength=len(classes))
+        h, w = frame.image.shape[:2]
+        area = None if ps is None else h * w * ps ** 2
         summary.append({"file": str(frame.path), "frame": frame.index, "name": frame.name,
-                        **{f"n_{c}": int(n) for c, n in zip(classes, counts, strict=False)}})
+                        "pixel_size_nm": ps, "area_nm2": area,
+                        **{f"n_{c}": int(n) for c, n in zip(classes, counts, strict=False)},
+                        **{f"density_{c}_per_nm2": None if area is None else int(n) / area
+                           for c, n in zip(classes, counts, strict=False)}})
         _write_csv(out / "points" / f"{frame.path.stem}.csv",
-                   ["frame", "x", "y", "class", "score"], rows)
-    header = ["file", "frame", "name"] + [f"n_{c}" for c in classes]
-    _write_csv(out / "summary.csv", header, [[r[h] for h in header] for r in summary])
+                   ["frame", "x", "y", "x_nm", "y_nm", "class", "score"], rows)
+    header = (["file", "frame", "name", "pixel_size_nm", "area_nm2"]
+              + [f"n_{c}" for c in classes] + [f"density_{c}_per_nm2" for c in classes])
+    _write_csv(out / "summary.csv", header, [[_cell(r[h]) for h in header] for r in summary])
+    _warn_uncalibrated(summary)
     _write_failures(out, failures)
     return {"summary": summary, "failures": failures}

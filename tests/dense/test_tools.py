@@ -82,15 +82,32 @@ def test_detect_points_frame_by_frame_with_a_bad_file(data, tmp_path):
     failures = _rows(out / "failures.csv")
     assert [Path(f["file"]).name for f in failures] == ["corrupt.tif"]
     rows = _rows(out / "points" / "series.csv")
-    assert list(rows[0]) == ["frame", "x", "y", "class", "score"]
+    assert list(rows[0]) == ["frame", "x", "y", "x_nm", "y_nm", "class", "score"]
     assert {int(r["frame"]) for r in rows} == {0, 1, 2}
     assert {r["class"] for r in rows} <= {"meron", "antimeron"}
-    assert (out / "points" / f"{single.stem}.csv").is_file()
+    # the series was written without a pixel size: no nm, and the console says so
+    assert all(r["x_nm"] == r["y_nm"] == "" for r in rows)
+    assert "series.tif" in r.stderr and "no pixel size" in r.stderr
+    # the single image is calibrated: positions in nm are its pixels times its pixel size
+    from emdet.data.io import read_image
+
+    pixel = read_image(single)[1].pixel_size
+    assert pixel is not None and pixel > 0
+    own = _rows(out / "points" / f"{single.stem}.csv")
+    tol = 0.006 * pixel  # x, y are written to 0.01 px
+    assert own and all(float(p["x_nm"]) == pytest.approx(float(p["x"]) * pixel, abs=tol)
+                       and float(p["y_nm"]) == pytest.approx(float(p["y"]) * pixel, abs=tol)
+                       for p in own)
     overlays = sorted(p.name for p in (out / "overlays").iterdir())
     assert overlays == sorted(["series_f0000.png", "series_f0001.png", "series_f0002.png",
                                f"{single.stem}.png"])
     summary = _rows(out / "summary.csv")
     assert len(summary) == 4 and {"n_meron", "n_antimeron"} <= set(summary[0])
+    row = next(s for s in summary if s["name"] == single.stem)
+    assert float(row["area_nm2"]) == pytest.approx(64 * 64 * pixel ** 2, rel=1e-4)
+    assert float(row["density_meron_per_nm2"]) == pytest.approx(
+        int(row["n_meron"]) / float(row["area_nm2"]), rel=1e-4)
+    assert sum(p["class"] == "meron" for p in own) == int(row["n_meron"])
 
 
 def test_segment_bragg_and_unet_rank_images(data, tmp_path):
@@ -100,10 +117,19 @@ def test_segment_bragg_and_unet_rank_images(data, tmp_path):
              "--sort-by-fraction", "--quiet", cwd=tmp_path)
     assert r.returncode == 1, r.stderr[-2000:]
     fractions = _rows(out / "fractions.csv")
-    assert len(fractions) == 4
+    assert len(fractions) == 4 and all(r["pixel_size_nm"] for r in fractions)  # calibrated
+    from emdet.data.io import read_image
+
     for row in fractions:
         assert float(row["fraction_lattice"]) + float(row["fraction_contamination"]) == \
             pytest.approx(1.0, abs=1e-5)
+        image, meta = read_image(row["file"])
+        if meta.pixel_size is None:
+            assert row["pixel_size_nm"] == row["area_lattice_nm2"] == ""
+            continue
+        field = image.size * meta.pixel_size ** 2  # the contaminated area in nm^2, as published
+        assert float(row["area_contamination_nm2"]) == pytest.approx(
+            float(row["fraction_contamination"]) * field, rel=1e-4)
     ranking = _rows(out / "ranking.csv")
     values = [float(r["fraction_lattice"]) for r in ranking]
     assert values == sorted(values, reverse=True) and ranking[0]["rank"] == "1"
