@@ -335,7 +335,8 @@ def detect_points_files(
     Parameters
     ----------
     detect : callable
-        ``(H, W)`` raw image -> ``(points (N, 2) (x, y), classes (N,), scores (N,))``.
+        ``(raw (H, W) image, its nm per pixel or None)`` -> ``(points (N, 2) (x, y), classes
+        (N,), scores (N,))``, e.g. :meth:`emdet.dense.predict.DensePredictor.points`.
     inputs : sequence of path
         Files, folders or glob patterns.
     output : path
@@ -361,7 +362,7 @@ def detect_points_files(
     summary = []
     for frame in _progress(iter_frames(paths, failures), None, "detect", progress):
         try:
-            xy, cls, scores = detect(frame.image)
+            xy, cls, scores = detect(frame.image, frame.pixel_size)
             xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
             cls = np.asarray(cls, dtype=np.int64).reshape(-1)
             if overlays:

@@ -125,6 +125,10 @@ def _add_heatmap_config(cfg: CN) -> None:
     cfg.HEATMAP.CALIBRATE = True
     # Peaks closer than this many pixels are merged (the weaker is dropped).
     cfg.HEATMAP.MIN_DISTANCE = 3
+    # SIGMA and MIN_DISTANCE in nm instead (0 = unset): turned into pixels for each image by its
+    # own pixel size (emdet.dense.units); an uncalibrated image is then an error.
+    cfg.HEATMAP.SIGMA_NM = 0.0
+    cfg.HEATMAP.MIN_DISTANCE_NM = 0.0
 
 
 def _add_eval_config(cfg: CN) -> None:
@@ -133,6 +137,8 @@ def _add_eval_config(cfg: CN) -> None:
     cfg.EVAL.POSITIVE_CLASS = ""
     # Points: a detection within this many pixels of an annotated point matches it.
     cfg.EVAL.MATCH_RADIUS = 4.0
+    # The same in nm (0 = unset): points are then matched in nm, distances reported in nm.
+    cfg.EVAL.MATCH_RADIUS_NM = 0.0
     # Segmentation tasks with point annotations (atomic columns): also score the centroids of
     # predicted regions as points (True/False).
     cfg.EVAL.POINTS_FROM_REGIONS = False
@@ -208,6 +214,11 @@ def _check(cfg: CN, where: str) -> None:
     if cfg.SOLVER.EVAL_PERIOD and not cfg.DATASET.VAL_SPLITS:
         raise bad("SOLVER.EVAL_PERIOD", "needs DATASET.VAL_SPLITS (the images to score), e.g. "
                                         "DATASET.VAL_SPLITS \"['val']\"")
+    for key, value in (("HEATMAP.SIGMA_NM", cfg.HEATMAP.SIGMA_NM),
+                       ("HEATMAP.MIN_DISTANCE_NM", cfg.HEATMAP.MIN_DISTANCE_NM),
+                       ("EVAL.MATCH_RADIUS_NM", cfg.EVAL.MATCH_RADIUS_NM)):
+        if not value >= 0:
+            raise bad(key, f"must be >= 0 nm (0: use the key in pixels), got {value!r}")
     if cfg.CV.FOLDS == 1 or cfg.CV.FOLDS < 0:
         raise bad("CV.FOLDS", f"must be 0 (no cross-validation) or >= 2, got {cfg.CV.FOLDS}")
 

@@ -14,7 +14,7 @@ batches ``x (B, 1, S, S)``, segmentation targets ``(B, S, S)`` int64, heatmap ta
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +62,9 @@ class DenseSample:
         ``(N,)`` int64 class index of each point.
     pixel_weights : numpy.ndarray or None
         ``(H, W)`` float32 loss weights (:func:`emdet.dense.losses.unet_weight_map`).
+    pixel_size : float or None
+        nm per pixel: the COCO image's ``pixel_size`` when given (converted to nm), else the
+        file's own calibration; ``None`` when neither has one.
     """
 
     name: str
@@ -72,6 +75,7 @@ class DenseSample:
     points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     point_classes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     pixel_weights: np.ndarray | None = None
+    pixel_size: float | None = None
 
 
 def preprocess_image(image: np.ndarray, cfg) -> np.ndarray:
@@ -164,6 +168,7 @@ class _Entry:
     mask: Path | None = None
     points: list = field(default_factory=list)
     point_classes: list = field(default_factory=list)
+    pixel_size: float | None = None  # nm, from the COCO image
 
 
 def _inside(folder: Path, rel: str) -> bool:
@@ -203,6 +208,12 @@ def _entries_from_coco(root: Path, splits: Sequence[str] | None,
                 raise DenseDataError(f"{jf}: images[{i}] 'sem_seg_file_name' {mask!r} must be "
                                      f"a path inside {root / 'masks'}")
             e = entries.setdefault(name, _Entry(name, jf.stem))
+            if img.get("pixel_size") is not None:
+                from emdet.data.io import normalise_unit
+
+                value, unit = normalise_unit(img["pixel_size"], img.get("unit") or "nm")
+                if unit == "nm" and value:
+                    e.pixel_size = float(value)
             if img.get("sem_seg_file_name"):
                 e.mask = root / "masks" / img["sem_seg_file_name"]
             by_id[img["id"]] = e
@@ -322,8 +333,17 @@ def load_dense_samples(
         if image.ndim != 2:
             raise DenseDataError(f"{path}: has {meta.n_frames} frames; training images must be "
                                  "single (H, W) frames")
+        own = float(meta.pixel_size) if meta.unit == "nm" and meta.pixel_size else None
         sample = DenseSample(name=e.name, path=path, split=e.split,
-                             image=preprocess_image(image, cfg))
+                             image=preprocess_image(image, cfg),
+                             pixel_size=e.pixel_size or own)
+        if cfg.TASK == "heatmap" or cfg.EVAL.POINTS_FROM_REGIONS:
+            from emdet.dense.units import point_lengths
+
+            try:  # lengths in nm need every image calibrated: say so before training
+                point_lengths(cfg, sample.pixel_size, path)
+            except ValueError as err:
+                raise DenseDataError(str(err)) from None
         if cfg.TASK == "segmentation":
             if e.mask is None or not e.mask.is_file():
                 expected = e.mask or root / "masks" / f"{path.stem}.png"
@@ -377,7 +397,7 @@ def sample_batch(
     multiple: int,
     rot90: bool = True,
     flip: bool = True,
-    heatmap_sigma: float = 2.0,
+    heatmap_sigma: float | Callable[[DenseSample], float] = 2.0,
 ) -> dict[str, np.ndarray]:
     """A random training batch: crops, quarter turns and reflections, with their targets.
 
@@ -394,8 +414,9 @@ def sample_batch(
         Batch sides are padded up to a multiple of this (the U-Net's size multiple).
     rot90, flip : bool, keyword-only
         Random quarter turns / reflections (exact on the pixel grid, targets follow).
-    heatmap_sigma : float, keyword-only
-        Gaussian peak width of heatmap targets.
+    heatmap_sigma : float or callable, keyword-only
+        Gaussian peak width of heatmap targets in pixels, or a function of the sample giving
+        it (``HEATMAP.SIGMA_NM``: :func:`emdet.dense.units.point_lengths`).
 
     Returns
     -------
@@ -422,7 +443,8 @@ def sample_batch(
             target = s.labels[region]
         else:
             pts = s.points - np.array([x0, y0])
-            target = gaussian_heatmap(pts, (th, tw), sigma=heatmap_sigma,
+            sigma = heatmap_sigma(s) if callable(heatmap_sigma) else heatmap_sigma
+            target = gaussian_heatmap(pts, (th, tw), sigma=float(sigma),
                                       classes=s.point_classes, num_classes=num_classes)
         chosen.append((image, target, weights))
     side_h = crop or max(c[0].shape[0] for c in chosen)

@@ -264,8 +264,8 @@ def calibrate_thresholds(
     points: Sequence[np.ndarray],
     point_classes: Sequence[np.ndarray],
     *,
-    radius: float,
-    min_distance: int = 3,
+    radius: float | Sequence[float],
+    min_distance: int | Sequence[int] = 3,
     default: float = 0.3,
     grid: Sequence[float] = THRESHOLD_GRID,
 ) -> np.ndarray:
@@ -283,10 +283,10 @@ def calibrate_thresholds(
         One ``(C, H, W)`` prediction per image.
     points, point_classes : sequence of numpy.ndarray
         Per image, ``(N, 2)`` annotated ``(x, y)`` and their ``(N,)`` class indices.
-    radius : float, keyword-only
-        Matching radius in pixels (``EVAL.MATCH_RADIUS``).
-    min_distance : int, keyword-only
-        As in :func:`find_peaks` (``HEATMAP.MIN_DISTANCE``).
+    radius : float or sequence of float, keyword-only
+        Matching radius in pixels (``EVAL.MATCH_RADIUS``), or one per image.
+    min_distance : int or sequence of int, keyword-only
+        As in :func:`find_peaks` (``HEATMAP.MIN_DISTANCE``), or one per image.
     default : float, keyword-only
         Threshold of a class with no annotated point.
     grid : sequence of float, keyword-only
@@ -300,21 +300,23 @@ def calibrate_thresholds(
     from emdet.evaluation.points import match_points
 
     grid = np.sort(np.asarray(grid, dtype=np.float64))
+    radii = np.broadcast_to(np.asarray(radius, dtype=np.float64), (len(heatmaps),))
+    distances = np.broadcast_to(np.asarray(min_distance), (len(heatmaps),))
     n_classes = int(np.asarray(heatmaps[0]).shape[0]) if len(heatmaps) else 0
     out = np.full(n_classes, float(default))
     for c in range(n_classes):
         tp = np.zeros(len(grid))
         n_pred = np.zeros(len(grid))
         n_gt = 0
-        for hm, pts, cls in zip(heatmaps, points, point_classes, strict=True):
+        for i, (hm, pts, cls) in enumerate(zip(heatmaps, points, point_classes, strict=True)):
             gt = np.asarray(pts, dtype=np.float64).reshape(-1, 2)[np.asarray(cls) == c]
             n_gt += len(gt)
             found, scores = find_peaks(np.asarray(hm)[c], threshold=float(grid[0]),
-                                       min_distance=min_distance)
+                                       min_distance=int(distances[i]))
             for k, t in enumerate(grid):
                 keep = found[scores > t] if k else found
                 n_pred[k] += len(keep)
-                tp[k] += len(match_points(keep, gt, radius=radius)[0])
+                tp[k] += len(match_points(keep, gt, radius=float(radii[i]))[0])
         if n_gt == 0:
             continue
         f1 = 2 * tp / np.maximum(n_pred + n_gt, 1)

@@ -254,19 +254,24 @@ class DensePredictor:
         probs = self.probabilities(image)
         return probs.argmax(0).astype(np.uint8), probs
 
-    def points(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def points(self, image: np.ndarray, pixel_size: float | None = None, *,
+               where: str = "the image") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Points ``(N, 2)`` ``(x, y)``, class indices ``(N,)`` and scores ``(N,)``.
 
         Heatmap models: peaks of each channel above its threshold (:attr:`thresholds`) at
-        least ``HEATMAP.MIN_DISTANCE`` apart. Segmentation models: centroids of the predicted
-        regions of every class but the first (background).
+        least ``HEATMAP.MIN_DISTANCE`` apart (``HEATMAP.MIN_DISTANCE_NM`` needs
+        ``pixel_size``, the image's nm per pixel; ``where`` names the image in the error). Segmentation models: centroids of the predicted regions of every class but the
+        first (background).
         """
         from emdet.dense.heatmap import heatmap_points, points_from_labels
+        from emdet.dense.units import length_px
 
-        probs = self.probabilities(image)
         if self.task == "heatmap":
-            return heatmap_points(probs, threshold=self.thresholds,
-                                  min_distance=int(self.cfg.HEATMAP.MIN_DISTANCE))
+            distance = max(1, round(length_px(self.cfg, "HEATMAP.MIN_DISTANCE", pixel_size,
+                                              where)))
+            return heatmap_points(self.probabilities(image), threshold=self.thresholds,
+                                  min_distance=distance)
+        probs = self.probabilities(image)
         xy, cls, scores = points_from_labels(probs.argmax(0), probabilities=probs)
         return xy, cls, scores
 

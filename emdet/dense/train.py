@@ -49,6 +49,7 @@ from emdet.dense.predict import (
     resolve_device,
     save_checkpoint,
 )
+from emdet.dense.units import length_px, match_in_nm, point_lengths
 from emdet.utils.atomic import atomic_write
 
 __all__ = ["TrainingError", "evaluate", "run_training", "train_model"]
@@ -186,6 +187,11 @@ def train_model(
     if keeper is not None and start == 0:
         keeper.score(model, -1)  # the starting weights: fine-tuning must beat them
     model.train()
+    if float(cfg.HEATMAP.SIGMA_NM) > 0:  # in nm: in each image's own pixels
+        def heatmap_sigma(sample):
+            return length_px(cfg, "HEATMAP.SIGMA", sample.pixel_size, sample.path)
+    else:
+        heatmap_sigma = float(cfg.HEATMAP.SIGMA)
     bar = tqdm(range(start, max_iter), desc=desc, initial=start, total=max_iter,
                disable=not progress, mininterval=2.0, file=sys.stderr, leave=False)
     loss_avg = None
@@ -194,7 +200,7 @@ def train_model(
             samples, rng, task=task, num_classes=len(classes),
             batch_size=int(cfg.SOLVER.IMS_PER_BATCH), crop=int(cfg.INPUT.CROP_SIZE),
             multiple=model.size_multiple, rot90=bool(cfg.INPUT.ROT90),
-            flip=bool(cfg.INPUT.FLIP), heatmap_sigma=float(cfg.HEATMAP.SIGMA),
+            flip=bool(cfg.INPUT.FLIP), heatmap_sigma=heatmap_sigma,
         )
         x = torch.from_numpy(batch["image"]).to(device)
         w = torch.from_numpy(batch["weights"]).to(device)
@@ -337,9 +343,10 @@ def _calibrate(cfg, model, samples: Sequence[DenseSample], classes) -> list[floa
     probs = [predict_probabilities(model, s.image, task="heatmap", device=device,
                                    tile=int(cfg.PREDICT.TILE),
                                    overlap=int(cfg.PREDICT.TILE_OVERLAP)) for s in samples]
+    lengths = [point_lengths(cfg, s.pixel_size, s.path) for s in samples]
     thresholds = calibrate_thresholds(
         probs, [s.points for s in samples], [s.point_classes for s in samples],
-        radius=float(cfg.EVAL.MATCH_RADIUS), min_distance=int(cfg.HEATMAP.MIN_DISTANCE),
+        radius=[n.radius for n in lengths], min_distance=[n.min_distance for n in lengths],
         default=float(cfg.HEATMAP.THRESHOLD))
     return [float(t) for t in thresholds]
 
@@ -364,6 +371,11 @@ def evaluate(
                                    tile=int(cfg.PREDICT.TILE),
                                    overlap=int(cfg.PREDICT.TILE_OVERLAP)) for s in samples]
     metrics: dict[str, float] = {}
+    lengths = [point_lengths(cfg, s.pixel_size, s.path) for s in samples]  # names uncalibrated
+    # EVAL.MATCH_RADIUS_NM: points matched in nm within that radius, distances in nm
+    nm = match_in_nm(cfg)
+    radius = float(cfg.EVAL.MATCH_RADIUS_NM if nm else cfg.EVAL.MATCH_RADIUS)
+    scale = [s.pixel_size if nm else 1.0 for s in samples]
     if cfg.TASK == "segmentation":
         pos_name = cfg.EVAL.POSITIVE_CLASS or classes[-1]
         if pos_name not in classes:
@@ -386,18 +398,20 @@ def evaluate(
         if cfg.EVAL.POINTS_FROM_REGIONS and any(len(s.points) for s in samples):
             found = [points_from_labels(p.argmax(0), probabilities=p) for p in probs]
             pt = point_metrics_by_class(
-                [f[0] for f in found], [f[1] for f in found],
-                [s.points for s in samples], [s.point_classes for s in samples],
-                radius=float(cfg.EVAL.MATCH_RADIUS), classes=list(classes), names=names)
+                [f[0] * scale[i] for i, f in enumerate(found)], [f[1] for f in found],
+                [s.points * scale[i] for i, s in enumerate(samples)],
+                [s.point_classes for s in samples],
+                radius=radius, classes=list(classes), names=names)
             _add_point_metrics(metrics, pt, classes[1:], prefix="points_")
     else:
         thr = heatmap_thresholds(cfg, getattr(model, "heatmap_thresholds", None))
-        md = int(cfg.HEATMAP.MIN_DISTANCE)
-        found = [heatmap_points(p, threshold=thr, min_distance=md) for p in probs]
+        found = [heatmap_points(p, threshold=thr, min_distance=n.min_distance)
+                 for p, n in zip(probs, lengths, strict=True)]
         per_image = point_metrics_by_class(
-            [f[0] for f in found], [f[1] for f in found],
-            [s.points for s in samples], [s.point_classes for s in samples],
-            radius=float(cfg.EVAL.MATCH_RADIUS), classes=list(classes), names=names)
+            [f[0] * scale[i] for i, f in enumerate(found)], [f[1] for f in found],
+            [s.points * scale[i] for i, s in enumerate(samples)],
+            [s.point_classes for s in samples],
+            radius=radius, classes=list(classes), names=names)
         _add_point_metrics(metrics, per_image, classes)
     return metrics, pd.DataFrame(per_image)
 

@@ -110,6 +110,27 @@ def test_detect_points_frame_by_frame_with_a_bad_file(data, tmp_path):
     assert sum(p["class"] == "meron" for p in own) == int(row["n_meron"])
 
 
+def test_detect_points_with_lengths_in_nm_lists_uncalibrated_frames(data, tmp_path):
+    out = tmp_path / "points_nm"
+    single = sorted((data["merons"] / "images").glob("*.tif"))[0]  # 0.5 nm per pixel
+    r = _run("detect_points.py", "--config-file", REPO / "configs/unet/merons_heatmap.yaml",
+             "MODEL.WEIGHTS", data["models"]["merons_heatmap"], "HEATMAP.THRESHOLD", "0.01",
+             "HEATMAP.MIN_DISTANCE_NM", "1.5", "--input", data["series"], single,
+             "--output", out, "--quiet", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr[-2000:]
+    failures = _rows(out / "failures.csv")
+    assert [(Path(f["file"]).name, f["frame"]) for f in failures] == [
+        ("series.tif", "0"), ("series.tif", "1"), ("series.tif", "2")]
+    assert all("HEATMAP.MIN_DISTANCE_NM" in f["error"] for f in failures)
+    # the calibrated image is done, as with MIN_DISTANCE 3 px (1.5 nm at 0.5 nm)
+    px = tmp_path / "points_px"
+    _run("detect_points.py", "--config-file", REPO / "configs/unet/merons_heatmap.yaml",
+         "MODEL.WEIGHTS", data["models"]["merons_heatmap"], "HEATMAP.THRESHOLD", "0.01",
+         "--input", single, "--output", px, "--quiet", cwd=tmp_path)
+    assert _rows(out / "points" / f"{single.stem}.csv") == _rows(px / "points" /
+                                                                   f"{single.stem}.csv")
+
+
 def test_segment_bragg_and_unet_rank_images(data, tmp_path):
     images = data["graphene"] / "images"
     out = tmp_path / "bragg"

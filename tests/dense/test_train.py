@@ -145,6 +145,39 @@ def test_heatmap_training_and_point_metrics(merons_dir, tmp_path):
     assert xy.shape[1] == 2 and len(cls) == len(scores) == len(xy)
 
 
+def test_point_lengths_in_nm_follow_each_images_pixel_size(merons_dir, tmp_path):
+    """At the synthetic 0.5 nm pixels, HEATMAP.SIGMA_NM 1.25, MIN_DISTANCE_NM 1.5 and
+    EVAL.MATCH_RADIUS_NM 2.5 are the px config's 2.5, 3 and 5 px, so the same seed trains the
+    same model to the same figures; matched distances come out in nm."""
+    from emdet.dense.units import point_lengths
+
+    px = _cfg("merons_heatmap.yaml", merons_dir, tmp_path / "px", "SOLVER.MAX_ITER", "3")
+    nm = _cfg("merons_heatmap.yaml", merons_dir, tmp_path / "nm", "SOLVER.MAX_ITER", "3",
+              "HEATMAP.SIGMA", "99.0", "HEATMAP.SIGMA_NM", "1.25", "HEATMAP.MIN_DISTANCE_NM",
+              "1.5", "EVAL.MATCH_RADIUS_NM", "2.5")  # the px SIGMA is overridden
+    assert point_lengths(nm, 0.5) == point_lengths(px, None)
+    assert point_lengths(nm, 0.25).sigma == pytest.approx(5.0)  # twice the magnification
+    results = {}
+    for name, cfg in (("px", px), ("nm", nm)):
+        samples, classes = load_dense_samples(cfg)
+        assert [s.pixel_size for s in samples] == [0.5, 0.5]
+        torch.manual_seed(0)
+        model = train_model(cfg, samples, classes, tmp_path / name, progress=False)
+        results[name], results[name + "_table"] = evaluate(cfg, model, samples, classes)
+        predictor = DensePredictor(cfg, weights=tmp_path / name / "model_final.pth")
+        results[name + "_points"] = predictor.points(samples[0].image, 0.5)[0]
+    for key in ("f1", "precision", "recall"):
+        assert results["nm"][key] == results["px"][key]
+    t_px, t_nm = results["px_table"], results["nm_table"]
+    assert t_nm["tp"].tolist() == t_px["tp"].tolist() and t_px["tp"].sum() > 0
+    np.testing.assert_allclose(t_nm["mean_distance"], 0.5 * t_px["mean_distance"])
+    np.testing.assert_array_equal(results["nm_points"], results["px_points"])
+    # an uncalibrated image cannot take lengths in nm: the error names it and the key
+    with pytest.raises(ValueError, match="x.tif: has no pixel size, but HEATMAP.MIN_DISTANCE_NM"):
+        DensePredictor(nm, weights=tmp_path / "nm" / "model_final.pth").points(
+            samples[0].image, None, where="x.tif")
+
+
 def test_heatmap_thresholds_are_calibrated_stored_and_used(merons_dir, tmp_path):
     from emdet.dense.heatmap import calibrate_thresholds
     from emdet.dense.predict import predict_probabilities
