@@ -293,9 +293,54 @@ def test_labelme_oriented_rectangle_that_is_not_a_rectangle_is_refused(tmp_path)
                   [shape("rod", [[1, 1], [20, 1], [25, 9], [1, 9]], "oriented_rectangle")])
     with pytest.raises(AnnotationError, match="not the corners of a rectangle"):
         to_coco(tmp_path / "json", "labelme", images_dir=tmp_path / "img")
-    write_labelme(tmp_path / "json" / "r.json", "../img/r.png",
-                  [shape("v", [[1, 1], [20, 20]], "mask")])
-    with pytest.raises(AnnotationError, match="'mask' shapes are not read yet.*--format masks"):
+
+
+def _mask_shape(label, crop, x, y, group_id=None):
+    """A labelme 5.3+ mask shape: corner pixels and a base64 PNG of the box."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(crop.astype(np.uint8)).save(buf, format="PNG")
+    h, w = crop.shape
+    return dict(shape(label, [[x, y], [x + w - 1, y + h - 1]], "mask", group_id),
+                mask=base64.b64encode(buf.getvalue()).decode())
+
+
+def test_labelme_mask_shapes_become_rle_of_exactly_their_pixels(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    make_image(tmp_path / "img" / "m.png")
+    yy, xx = np.mgrid[:12, :16]
+    blob = (yy - 6) ** 2 + (xx - 8) ** 2 <= 25  # a disc of 81 pixels in a 16 x 12 box
+    write_labelme(tmp_path / "json" / "m.json", "../img/m.png", [
+        _mask_shape("vesicle", blob, 30, 20, group_id=1),
+        _mask_shape("vesicle", blob, 60, 50, group_id=1),  # masks are never grouped
+        shape("vesicle", [[5, 5], [15, 5], [15, 15]]),
+    ])
+    out = tmp_path / "coco.json"
+    convert_annotations(tmp_path / "json", out, "labelme", images_dir=tmp_path / "img",
+                        progress=False)
+    doc = json.loads(out.read_text())
+    first, second, polygon = doc["annotations"]
+    truth = np.zeros((H, W), np.uint8)
+    truth[20:32, 30:46] = blob
+    decoded = mask_utils.decode(first["segmentation"])
+    assert np.array_equal(decoded, truth) and first["area"] == blob.sum() == 81
+    assert first["bbox"] == [30 + 3, 20 + 1, 11, 11]  # the disc's own extent in its box
+    assert mask_utils.decode(second["segmentation"])[50:62, 60:76].sum() == 81
+    assert isinstance(polygon["segmentation"], list)
+    # a mask whose PNG does not fit its points, or that leaves the image, is named
+    write_labelme(tmp_path / "json" / "m.json", "../img/m.png",
+                  [dict(_mask_shape("v", blob, 30, 20), points=[[30, 20], [40, 31]])])
+    with pytest.raises(AnnotationError, match="field mask is 16 x 12 px, but its points span 11"):
+        to_coco(tmp_path / "json", "labelme", images_dir=tmp_path / "img")
+    write_labelme(tmp_path / "json" / "m.json", "../img/m.png", [_mask_shape("v", blob, 90, 70)])
+    with pytest.raises(AnnotationError, match="extends outside the image.*--clip-to-image"):
+        to_coco(tmp_path / "json", "labelme", images_dir=tmp_path / "img")
+    write_labelme(tmp_path / "json" / "m.json", "../img/m.png",
+                  [dict(_mask_shape("v", blob, 30, 20), mask="not base64!")])
+    with pytest.raises(AnnotationError, match="field mask is not base64"):
         to_coco(tmp_path / "json", "labelme", images_dir=tmp_path / "img")
 
 

@@ -94,7 +94,8 @@ class Instance:
     """One object read from an annotation file, before validation against the image.
 
     ``polygons`` are ``(N, 2)`` float64 arrays of ``(x, y)`` pixel coordinates. ``kind`` is
-    ``"polygon"``, ``"box"`` (axis-aligned rectangle), ``"rbox"``, ``"circle"`` or ``"point"``.
+    ``"polygon"``, ``"box"`` (axis-aligned rectangle), ``"rbox"``, ``"circle"``, ``"point"`` or
+    ``"mask"`` (a pixel mask; ``polygons`` then hold its box, for messages).
     ``field`` and ``label_field`` name, for messages, the fields of the file the coordinates
     and the class name came from (``"points"``, ``"<robndbox>"``, ``"cx cy w h"``...).
     """
@@ -108,6 +109,9 @@ class Instance:
     rbox: RBox | None = None
     point: tuple[float, float] | None = None
     circle: tuple[float, float, float] | None = None
+    #: ``kind == "mask"``: a boolean mask of the box starting at pixel ``mask_origin`` (x, y)
+    mask: np.ndarray | None = None
+    mask_origin: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -446,6 +450,8 @@ def instance_to_annotation(inst: Instance, rec: ImageRecord, run: Run) -> dict[s
             obj=where,
             hint="Correct the label, or add the class to the --classes file.",
         )
+    if inst.kind == "mask":
+        return _mask_annotation(inst, rec, run)
     W, H, tol = float(rec.width), float(rec.height), EDGE_TOLERANCE_PX
     polygons = [np.asarray(p, float).reshape(-1, 2) for p in inst.polygons]
     pts = np.concatenate(polygons)
@@ -532,6 +538,42 @@ def instance_to_annotation(inst: Instance, rec: ImageRecord, run: Run) -> dict[s
     if inst.circle is not None and not clipped:
         ann["circle"] = [float(v) for v in inst.circle]
     return ann
+
+
+def _mask_annotation(inst: Instance, rec: ImageRecord, run: Run) -> dict[str, Any]:
+    """A pixel-mask instance (labelme ``mask`` shape) placed in its image, as RLE."""
+    from pycocotools import mask as mask_utils
+
+    crop = np.asarray(inst.mask, bool)
+    x0, y0 = inst.mask_origin
+    h, w = crop.shape
+    inside = 0 <= x0 and 0 <= y0 and x0 + w <= rec.width and y0 + h <= rec.height
+    if not inside and not run.clip_to_image:
+        raise AnnotationError(
+            rec.source,
+            f"its mask (field {inst.field}: {w} x {h} px at x {x0}, y {y0}) extends outside "
+            f"the image {rec.image.name} ({rec.width} x {rec.height} px).",
+            obj=inst.where,
+            hint="Correct the mask in labelme, or pass --clip-to-image to clip it to the image.",
+        )
+    full = np.zeros((rec.height, rec.width), bool)
+    ys, xs = slice(max(y0, 0), min(y0 + h, rec.height)), slice(max(x0, 0), min(x0 + w, rec.width))
+    if ys.start < ys.stop and xs.start < xs.stop:
+        full[ys, xs] = crop[ys.start - y0: ys.stop - y0, xs.start - x0: xs.stop - x0]
+    area = int(full.sum())
+    if area == 0:
+        raise AnnotationError(
+            rec.source, f"its mask (field {inst.field}) has no pixel inside the image.",
+            obj=inst.where, hint="Delete it or paint it again in labelme.")
+    rle = mask_utils.encode(np.asfortranarray(full.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return {
+        "label": inst.label,
+        "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+        "area": float(area),
+        "segmentation": {"size": [rec.height, rec.width], "counts": rle["counts"]},
+        "iscrowd": 0,
+    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,9 +6,11 @@ Reading (``--format labelme``), one JSON per image:
   ``circle`` (centre, rim point) -> a :data:`~._geometry.CIRCLE_VERTICES`-gon, with
   ``circle: [cx, cy, r]`` kept in the annotation; ``point`` -> a square box of ``point_box_size`` px
   centred on it (clipped to the image), with ``point: [x, y]`` kept in the annotation;
+  ``oriented_rectangle`` (labelme 6, 4 corners) -> an ``rbox``; ``mask`` (labelme 5.3+: two
+  corner pixels and a base64 PNG of the box) -> an RLE segmentation of exactly those pixels;
   ``line`` / ``linestrip`` -> skipped with a warning. Any other shape type is an error.
 * Shapes with the same ``group_id`` *and* label form one instance whose segmentation holds all
-  their polygons (points are never grouped).
+  their polygons (points and masks are never grouped).
 * ``imagePath`` is resolved relative to the JSON (then in ``images_dir``); if the image is not
   there but ``imageData`` is embedded, the embedded image is written to the extraction folder
   under the *name* of ``imagePath`` (so ``../../x.png`` cannot place it elsewhere) and used. A
@@ -60,7 +62,7 @@ from ._geometry import canonical_rbox, circle_polygon
 #: The labelme version written into the files made by :func:`coco_to_labelme`.
 LABELME_VERSION = "5.2.1"
 
-SHAPE_TYPES = ("polygon", "rectangle", "oriented_rectangle", "circle", "point", "line",
+SHAPE_TYPES = ("polygon", "rectangle", "oriented_rectangle", "circle", "point", "mask", "line",
                "linestrip")
 _IGNORED_SHAPES = ("line", "linestrip")
 _FORMAT_EXTENSIONS = {
@@ -135,8 +137,8 @@ def read_labelme(path: Path, run: Run) -> ImageRecord:
                 )
             )
             continue
-        if gid is None or inst.point is not None:
-            rec.instances.append(inst)
+        if gid is None or inst.point is not None or inst.kind == "mask":
+            rec.instances.append(inst)  # points and masks are never grouped
             continue
         key = (gid, inst.label)
         if key not in groups:
@@ -269,9 +271,7 @@ def _shape_to_instance(shape: Any, i: int, path: Path, run: Run) -> Instance | N
         raise AnnotationError(
             path,
             f"unknown shape_type {stype!r:.60}; expected one of polygon, rectangle, "
-            "oriented_rectangle, circle, point (line and linestrip are skipped)"
-            + ("; labelme 'mask' shapes are not read yet: export them as label images and "
-               "use --format masks" if stype == "mask" else "") + ".",
+            "oriented_rectangle, circle, point, mask (line and linestrip are skipped).",
             obj=where,
             hint="Redraw it as a polygon in labelme.",
         )
@@ -303,6 +303,8 @@ def _shape_to_instance(shape: Any, i: int, path: Path, run: Run) -> Instance | N
         return Instance(label, [_box_polygon(x0, y0, x1, y1)], where, kind="box")
     if stype == "oriented_rectangle":
         return _oriented_rectangle(label, pts, path, where)
+    if stype == "mask":
+        return _mask_shape(label, pts, shape.get("mask"), path, where)
     if stype == "circle":
         if n != 2:
             raise AnnotationError(
@@ -348,6 +350,39 @@ def _shape_to_instance(shape: Any, i: int, path: Path, run: Run) -> Instance | N
         kind="box",
         point=(float(x), float(y)),
     )
+
+
+def _mask_shape(label: str, pts: np.ndarray, data: Any, path: Path, where: str) -> Instance:
+    """labelme's ``mask`` shape: ``points`` are the top-left and bottom-right pixels of a box
+    and ``mask`` a base64 PNG of that box (labelme pastes it at ``[y1:y2+1, x1:x2+1]`` with
+    the corners truncated to integers)."""
+    import cv2
+
+    if len(pts) != 2:
+        raise AnnotationError(path, f"mask has {len(pts)} point(s) in field points; expected "
+                              "2 (the corners of its box).", obj=where)
+    if not isinstance(data, str) or not data:
+        raise AnnotationError(path, "mask shape without field mask (a base64 PNG of the "
+                              "mask).", obj=where, hint="Paint the mask again in labelme.")
+    try:
+        blob = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise AnnotationError(path, "field mask is not base64 text (labelme writes a "
+                              "base64 PNG).", obj=where) from None
+    width, height, _ = image_bytes_info(blob, path, f"{where}: mask")  # pixel limit, undecoded
+    (x1, y1), (x2, y2) = pts.astype(int)
+    if (height, width) != (y2 - y1 + 1, x2 - x1 + 1):
+        raise AnnotationError(
+            path, f"field mask is {width} x {height} px, but its points span "
+            f"{x2 - x1 + 1} x {y2 - y1 + 1} px (x {x1}..{x2}, y {y1}..{y2}).", obj=where)
+    crop = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_UNCHANGED)
+    if crop is None:
+        raise AnnotationError(path, "field mask is not a readable PNG image.", obj=where)
+    if crop.ndim == 3:
+        crop = crop[..., 0] if crop.shape[2] < 3 else crop[..., :3].max(axis=2)
+    box = _box_polygon(x1, y1, x2 + 1, y2 + 1)
+    return Instance(label, [box], where, kind="mask", field="mask", mask=crop > 0,
+                    mask_origin=(int(x1), int(y1)))
 
 
 def _oriented_rectangle(label: str, pts: np.ndarray, path: Path, where: str) -> Instance:
