@@ -870,6 +870,38 @@ def test_round_trip_labelme_coco_labelme_coco(tmp_path):
         assert second[key] == a[key], key
 
 
+def test_masks_through_labelme_and_back_keep_every_pixel(tmp_path):
+    """RLE -> labelme polygons -> COCO: the same pixels (hole-free masks), including an L, a
+    staircase, a 1-pixel object and two pieces touching only at a corner."""
+    from pycocotools import mask as mask_utils
+
+    make_image(tmp_path / "images" / "m.png", 40, 30)
+    masks = [np.zeros((30, 40), np.uint8, order="F") for _ in range(4)]
+    masks[0][2:12, 2:5] = 1
+    masks[0][9:12, 2:14] = 1  # an L
+    for k in range(6):
+        masks[1][15 + k, 20 + k: 27] = 1  # a staircase
+    masks[2][25, 35] = 1  # one pixel
+    masks[3][2, 30] = masks[3][3, 31] = 1  # touching at a corner only
+    anns = []
+    for k, m in enumerate(masks):
+        rle = mask_utils.encode(m)
+        rle["counts"] = rle["counts"].decode()
+        anns.append({"id": k + 1, "image_id": 1, "category_id": 1, "segmentation": rle,
+                     "bbox": [float(v) for v in mask_utils.toBbox(rle)], "score": 0.9})
+    coco = {"images": [{"id": 1, "file_name": "m.png", "width": 40, "height": 30}],
+            "categories": [{"id": 1, "name": "p"}], "annotations": anns}
+    coco_to_labelme(coco, tmp_path / "lm", images_dir=tmp_path / "images", progress=False)
+    out = tmp_path / "back.json"
+    convert_annotations(tmp_path / "lm", out, "labelme", images_dir=tmp_path / "images",
+                        progress=False)
+    doc, api = coco_of(out)
+    assert len(doc["annotations"]) == 4
+    for ann, original in zip(doc["annotations"], masks, strict=True):
+        assert np.array_equal(api.annToMask(ann), original)
+        assert ann["area"] == original.sum()
+
+
 def test_predictions_to_labelme(tmp_path):
     make_image(tmp_path / "images" / "p.png", 40, 30)
     mask = np.zeros((30, 40), np.uint8, order="F")
@@ -917,7 +949,8 @@ def test_predictions_to_labelme(tmp_path):
         ("rod", "polygon", "score=0.8"),
         ("rod", "polygon", "score=0.7"),
     ]
-    assert same_points(shapes[0]["points"], [(5.5, 10.5), (5.5, 19.5), (14.5, 19.5), (14.5, 10.5)])
+    # along the pixel edges of mask[10:20, 5:15], so it rasterises back to its 100 pixels
+    assert same_points(shapes[0]["points"], [(5, 10), (5, 20), (15, 20), (15, 10)])
     assert same_points(shapes[1]["points"], rbox_corners([20, 15, 10, 4, 30]))
     assert same_points(shapes[2]["points"], rbox_corners([30, 15, 8, 2, -45]))
     with pytest.raises(ConversionError, match="--overwrite"):

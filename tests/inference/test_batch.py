@@ -176,7 +176,7 @@ def test_labelme_files_point_at_the_full_depth_image_and_convert_back_calibrated
     assert view.dtype == np.uint8 and view.shape == (300, 420) and view.max() > 100
     assert (doc["imageHeight"], doc["imageWidth"]) == (300, 420)
     n_objects = len(h.components(h.blob_scene(300, 420, 40, 0)))
-    assert len(doc["shapes"]) >= n_objects - 1  # the 1-pixel corner mark makes no polygon
+    assert len(doc["shapes"]) >= n_objects
     assert {s["label"] for s in doc["shapes"]} <= set(CLASSES)
     # a frame of the stack: labelme has no frames, so the frame alone, lossless and calibrated
     frame = json.loads((out / "labelme" / "stack_f0002.json").read_text())
@@ -244,3 +244,40 @@ def test_output_that_is_a_file_is_a_clear_error(h, folder, tmp_path):
     with pytest.raises(PredictError, match="out.json is a file, not a folder"):
         _run(h, folder, target)
     assert target.read_text() == "{}"
+
+
+def test_a_size_in_nm_is_the_same_from_annotations_and_from_predictions(h, tmp_path):
+    """Calibration carried labelme -> COCO and predict -> predictions.json, both -> stats: the
+    same objects get the same pixel size, so the same diameters in nm."""
+    import pandas as pd
+
+    from emdet.data.converters import convert_annotations
+    from emdet.stats.pipeline import run_stats_report
+
+    images = tmp_path / "images"
+    images.mkdir()
+    write_tiff(images / "grid.tif", h.blob_scene(200, 260, 12, 3), pixel_size=0.8, unit="nm")
+    out = tmp_path / "out"
+    _run(h, images, out, labelme=True, overlays=False)  # the oracle finds every blob
+    # the annotation path: the labelme files (as a user corrects them), converted to COCO
+    coco = tmp_path / "annotated.json"
+    convert_annotations(out / "labelme", coco, "labelme", classes=CLASSES, progress=False)
+    image = json.loads(coco.read_text())["images"][0]
+    assert (image["pixel_size"], image["unit"]) == (pytest.approx(0.8), "nm")
+    tables = {}
+    for name, source in (("annotated", coco), ("predicted", out / "predictions.json")):
+        result = run_stats_report(source, tmp_path / f"stats_{name}", max_overlays=0)
+        assert not any("pixels" in note for note in result.notes), result.notes
+        tables[name] = pd.read_csv(result.instances_csv).sort_values("centroid_x_px")
+    a, p = tables["annotated"], tables["predicted"]
+    assert len(a) == len(p) == len(h.components(h.blob_scene(200, 260, 12, 3)))
+    for t in (a, p):  # nm from the image's own 0.8 nm pixels on both paths
+        assert (t["pixel_size"] == 0.8).all() and (t["unit"] == "nm").all()
+        np.testing.assert_allclose(t["area_nm2"], 0.64 * t["area_px"], rtol=1e-9)
+        np.testing.assert_allclose(t["equivalent_diameter_nm"],
+                                   0.8 * np.sqrt(4 * t["area_px"] / np.pi), rtol=1e-9)
+    # polygons (labelme, along pixel edges) and RLE masks (predict) of the same blobs: the
+    # same pixels, so the same diameters (through pixel centres they came out 1 px smaller)
+    np.testing.assert_allclose(a["equivalent_diameter_nm"].to_numpy(),
+                               p["equivalent_diameter_nm"].to_numpy(), rtol=1e-9)
+    np.testing.assert_array_equal(a["area_px"].to_numpy(), p["area_px"].to_numpy())

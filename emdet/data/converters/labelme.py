@@ -474,7 +474,8 @@ def coco_to_labelme(
     -----
     Each annotation becomes shapes as follows: ``point`` key -> a point shape; ``circle`` key ->
     a circle; a polygon segmentation -> polygon shapes (a single 4-vertex polygon that is exactly
-    its ``bbox`` -> a rectangle); an RLE mask -> its outer contours as polygons (holes are lost);
+    its ``bbox`` -> a rectangle); an RLE mask -> its outlines along pixel edges as polygons, which rasterise back to the
+    same pixels (holes are lost);
     an ``rbox`` (or a 5-value rotated ``bbox``, as detectron2's rotated models predict) without
     segmentation -> its 4-corner polygon; ``bbox`` only -> a rectangle. An
     instance with several polygons gets one ``group_id`` shared by its shapes. ``score`` goes to
@@ -754,9 +755,15 @@ def _is_bbox_polygon(poly: np.ndarray, bbox: Sequence[float]) -> bool:
 
 
 def _rle_to_polygons(seg: Mapping[str, Any], height: int, width: int) -> list[np.ndarray]:
-    """Outer contours of an RLE mask as polygons in pixel-edge coordinates (``+0.5``, as
-    detectron2's ``GenericMask.mask_to_polygons`` does)."""
-    import cv2
+    """Outer outlines of an RLE mask along pixel edges: the union of its pixel squares.
+
+    Such a polygon rasterises back to the same pixels (pycocotools), so a mask taken through
+    labelme and back keeps its area. Contours through the boundary pixels' centres (cv2 or
+    detectron2's ``GenericMask.mask_to_polygons``, used here before) lose half a pixel all
+    round: 1 px of diameter, 10 % of a 10 px particle and 20 % of its area. Holes are dropped
+    (labelme polygons have none); pieces touching only at a corner become separate polygons.
+    """
+    import shapely
     from pycocotools import mask as mask_utils
 
     rle = dict(seg)
@@ -764,6 +771,15 @@ def _rle_to_polygons(seg: Mapping[str, Any], height: int, width: int) -> list[np
         rle = mask_utils.frPyObjects(rle, height, width)
     elif isinstance(rle.get("counts"), str):
         rle["counts"] = rle["counts"].encode("ascii")
-    mask = np.ascontiguousarray(mask_utils.decode(rle).astype(np.uint8))
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    return [c.reshape(-1, 2).astype(float) + 0.5 for c in contours if len(c) >= 3]
+    x0, y0, w, h = (int(v) for v in mask_utils.toBbox(rle))
+    if w == 0 or h == 0:
+        return []
+    mask = mask_utils.decode(rle)[y0:y0 + h, x0:x0 + w].astype(np.int8)
+    steps = np.diff(np.pad(mask, ((0, 0), (1, 1))), axis=1)  # +1 where a run starts, -1 after
+    rows, starts = np.nonzero(steps == 1)
+    _, ends = np.nonzero(steps == -1)  # row-major order: the k-th end closes the k-th start
+    rows, starts, ends = rows + y0, starts + x0, ends + x0
+    union = shapely.union_all(shapely.box(starts, rows, ends, rows + 1)).simplify(0)
+    parts = getattr(union, "geoms", [union])
+    return [np.asarray(p.exterior.coords, dtype=float)[:-1] for p in parts
+            if p.geom_type == "Polygon" and p.area > 0]
