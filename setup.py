@@ -7,7 +7,9 @@ setup(
     description="Detectron2 toolkit for electron-microscopy images: train, measure, report.",
     python_requires=">=3.10",
     packages=find_packages(include=["emdet", "emdet.*"]),
-    package_data={"emdet": ["py.typed", "model_zoo/*.json", "model_zoo/*.safetensors"]},
+    package_data={"emdet": ["py.typed", "model_zoo/*.json", "model_zoo/*.safetensors",
+                            "napari/napari.yaml"]},
+    entry_points={"napari.manifest": ["emdet = emdet.napari:napari.yaml"]},
     install_requires=[
         # torch/torchvision: any pair that loads together; tools/bootstrap.py pins one
         # (constraints.txt). detectron2 is installed by emdet/compat/install_detectron2.py.
@@ -45,6 +47,9 @@ setup(
     extras_require={
         # shared tuning studies on a PostgreSQL server (tools/tune_net.py --storage postgresql://)
         "postgres": ["psycopg2-binary>=2.9"],
-        "dev": ["pytest>=7", "pytest-timeout>=2.1", "ruff>=0.4", "psycopg2-binary>=2.9"],
+        # the napari plugin (emdet/napari): reader, model widget, statistics widget
+        "napari": ["napari[pyqt6]>=0.5"],
+        "dev": ["pytest>=7", "pytest-timeout>=2.1", "ruff>=0.4", "psycopg2-binary>=2.9",
+                "napari[pyqt6]>=0.5"],
     },
 )
