@@ -60,6 +60,7 @@ class ModelWidget(QWidget):
         self.result: core.ModelResult | None = None
         self.result_layer = None
         self.image_meta: dict = {}
+        self._runs: dict[int, tuple] = {}  # id(result layer) -> (layer, result, image meta)
         form = QFormLayout()
         self.method = QComboBox()
         self.method.addItems(list(_METHODS))
@@ -70,6 +71,9 @@ class ModelWidget(QWidget):
         self.bragg = QLineEdit()
         self.bragg.setPlaceholderText("bragg_params.json (Bragg filter only)")
         self.run_button = QPushButton("Run on the selected image")
+        self.folder = QLineEdit()
+        self.folder.setPlaceholderText("a folder of images")
+        self.folder_button = QPushButton("Run on every image of the folder")
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, 100)
         self.score_label = QLabel("score >= -")
@@ -82,7 +86,8 @@ class ModelWidget(QWidget):
         self.status.setWordWrap(True)
         for label, widget in (("method", self.method), ("config", self.config),
                               ("weights", self.weights), ("Bragg parameters", self.bragg),
-                              ("", self.run_button), (self.score_label, self.slider),
+                              ("", self.run_button), ("folder", self.folder),
+                              ("", self.folder_button), (self.score_label, self.slider),
                               ("datasets folder", self.root), ("data set name", self.name),
                               ("split", self.split), ("", self.save_button)):
             form.addRow(label, widget)
@@ -91,6 +96,8 @@ class ModelWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
         self.run_button.clicked.connect(self._guarded(self.run))
+        self.folder_button.clicked.connect(self._guarded(self.run_folder))
+        self.viewer.layers.selection.events.active.connect(self._guarded(self._select))
         self.save_button.clicked.connect(self._guarded(self.save))
         self.slider.valueChanged.connect(self._guarded(self.show_threshold))
 
@@ -105,7 +112,40 @@ class ModelWidget(QWidget):
 
     # -- run ------------------------------------------------------------------------------
     def run(self) -> None:
-        layer = _image_layer(self.viewer)
+        """The model on the selected image (the shown frame of a stack)."""
+        self._run_on(_image_layer(self.viewer))
+
+    def run_folder(self, limit: int = 200) -> None:
+        """Every image of the folder opened and run; the slider and Save then act on the
+        selected result layer (each image keeps its own). At most ``limit`` images."""
+        from emdet.data.io import list_images
+
+        folder = self.folder.text().strip()
+        if not folder:
+            raise ValueError("give the folder")
+        paths = list_images([folder])
+        if not paths:
+            raise ValueError(f"{folder}: no images emdet reads")
+        if len(paths) > limit:
+            raise ValueError(f"{folder}: {len(paths)} images; the viewer takes up to {limit} "
+                             "(use tools/predict.py for batches)")
+        for path in paths:
+            [(data, kwargs, _)] = core.read_layers(path)
+            self._run_on(self.viewer.add_image(data, **kwargs), replace=False)
+        self.status.setText(f"{len(paths)} images from {folder}: select a result layer to "
+                            "filter, correct and save it")
+
+    def _select(self, *_) -> None:
+        """Selecting a result layer makes it the one the slider and Save act on."""
+        run = self._runs.get(id(self.viewer.layers.selection.active))
+        if run is None or run[0] is self.result_layer:
+            return
+        self.result_layer, self.result, self.image_meta = run
+        self.slider.blockSignals(True)
+        self.slider.setValue(run[0].metadata.get("emdet_threshold", 50))
+        self.slider.blockSignals(False)
+
+    def _run_on(self, layer, replace: bool = True) -> None:
         self.image_meta = _layer_meta(layer)
         data = np.asarray(layer.data)
         frame = int(self.viewer.dims.current_step[0]) if data.ndim == 3 else None
@@ -119,15 +159,18 @@ class ModelWidget(QWidget):
             pixel_size=self.image_meta.get("pixel_size"), method=method,
             bragg_params=self.bragg.text().strip() or None)
         self.image_meta["frame"] = frame
-        self._replace_layer(layer)
+        self._add_result_layer(layer, replace)
         self.slider.blockSignals(True)
         self.slider.setValue(round(100 * self.result.threshold))
         self.slider.blockSignals(False)
         self.show_threshold()
 
-    def _replace_layer(self, image_layer) -> None:
-        if self.result_layer is not None and self.result_layer in self.viewer.layers:
-            self.viewer.layers.remove(self.result_layer)
+    def _add_result_layer(self, image_layer, replace: bool) -> None:
+        if replace and self.result_layer is not None and self.result_layer in self.viewer.layers:
+            stale = self.result_layer
+            self._runs.pop(id(stale), None)
+            if stale.metadata.get("emdet_image", {}).get("path") == self.image_meta.get("path"):
+                self.viewer.layers.remove(stale)  # a new run on the same image replaces it
         r = self.result
         kw = {"name": f"{image_layer.name} {r.kind}", "scale": image_layer.scale[-2:],
               "units": tuple(image_layer.units[-2:]),
@@ -142,6 +185,7 @@ class ModelWidget(QWidget):
             self.result_layer = self.viewer.add_shapes(
                 [], shape_type="polygon", edge_color="yellow", face_color="transparent",
                 edge_width=2, **kw)
+        self._runs[id(self.result_layer)] = (self.result_layer, r, self.image_meta)
 
     def show_threshold(self) -> None:
         """Show the objects scoring at least the slider's value (no new model run)."""
@@ -149,6 +193,7 @@ class ModelWidget(QWidget):
         if r is None or layer is None:
             return
         t = self.slider.value() / 100
+        layer.metadata["emdet_threshold"] = self.slider.value()
         self.score_label.setText(f"score >= {t:.2f}")
         if r.kind == "classes":
             layer.data = r.labels_at(t)

@@ -227,3 +227,51 @@ def test_rotated_boxes_are_saved_as_rbox():
     [ann] = coco["annotations"]
     assert ann["rbox"] == pytest.approx([30.0, 20.0, 24.0, 6.0, 30.0])
     assert ann["area"] == pytest.approx(144.0) and coco["images"][0]["pixel_size"] == 0.5
+
+
+def test_a_folder_is_run_and_the_saved_set_retrains(display, micrograph, tmp_path):
+    """Run on a folder, pick one image's result, save it, and train on the saved data set with
+    tools/train_net.py (a few iterations from the shipped weights)."""
+    import sys
+
+    napari = _need("napari")
+
+    from emdet.data.io import write_tiff
+    from emdet.data.synthetic import generate_image
+    from emdet.napari.widgets import ModelWidget
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for k in range(2):
+        write_tiff(folder / f"img{k}.tif", generate_image("vesicles", seed=5, index=k,
+                                                          size=192).image, pixel_size=1.5)
+    viewer = napari.Viewer(show=True)
+    try:
+        widget = ModelWidget(viewer)
+        widget.config.setText(str(CONFIG))
+        widget.folder.setText(str(folder))
+        widget.run_folder()
+        names = [layer.name for layer in viewer.layers]
+        assert names == ["img0", "img0 instances", "img1", "img1 instances"]
+        first = viewer.layers["img0 instances"]
+        viewer.layers.selection.active = first  # the slider and Save now act on img0
+        assert widget.result_layer is first and widget.image_meta["path"].endswith("img0.tif")
+        widget.slider.setValue(30)
+        assert first.metadata["emdet_threshold"] == 30
+        assert viewer.layers["img1 instances"].metadata["emdet_threshold"] != 30
+        widget.root.setText(str(tmp_path / "datasets"))
+        widget.name.setText("mine")
+        widget.save()
+    finally:
+        viewer.close()
+    coco = json.loads((tmp_path / "datasets/mine/annotations/train.json").read_text())
+    assert [im["file_name"] for im in coco["images"]] == ["img0.tif"] and coco["annotations"]
+    out = tmp_path / "retrained"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools/train_net.py"), "--config-file", str(CONFIG),
+         "DATASETS.TRAIN", "('mine_train',)", "DATASETS.TEST", "()", "TEST.EVAL_PERIOD", "0",
+         "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()",
+         "EMDET.DATASETS_ROOT", str(tmp_path / "datasets"), "OUTPUT_DIR", str(out),
+         "MODEL.DEVICE", "cpu"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "model_final.pth").is_file()
