@@ -575,7 +575,8 @@ class _Runner:
             write_png(
                 self.out / rel,
                 draw_overlay(display_image(prepared), det, self.names,
-                             max_size=self.options.overlay_max_size),
+                             max_size=self.options.overlay_max_size,
+                             pixel_size=record["pixel_size"], unit=record["unit"]),
             )
             record["overlay"] = rel
         if self.options.labelme:

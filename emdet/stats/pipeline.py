@@ -86,6 +86,8 @@ def _overlay_png(
     roots: list[Path],
     redraw: bool,
     max_size: int,
+    pixel_size: float | None = None,
+    unit: str | None = None,
 ) -> bytes | None:
     import cv2
 
@@ -121,7 +123,8 @@ def _overlay_png(
     grey = to_model_input(pixels if pixels.ndim == 2 else pixels[..., 0], channels=1)[..., 0]
     index = {int(c["id"]): k for k, c in enumerate(coco["categories"])}
     det = annotations_to_detections(annotations, int(image["height"]), int(image["width"]), index)
-    rgb = draw_overlay(grey, det, [c["name"] for c in coco["categories"]], max_size=max_size)
+    rgb = draw_overlay(grey, det, [c["name"] for c in coco["categories"]], max_size=max_size,
+                       pixel_size=pixel_size if unit and unit != "px" else None, unit=unit)
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     return buf.tobytes() if ok else None
 
@@ -240,8 +243,11 @@ def run_stats_report(
         for k in picks:
             image_id = images["image_id"].iloc[k]
             img = image_by_id[image_id]
+            ps = images["pixel_size"].iloc[k]
             png = _overlay_png(data, img, by_image.get(image_id, []), coco_path, roots,
-                               redraw=score_threshold is not None, max_size=overlay_size)
+                               redraw=score_threshold is not None, max_size=overlay_size,
+                               pixel_size=None if pd.isna(ps) else float(ps),
+                               unit=images["unit"].iloc[k])
             if png:
                 frame = f" frame {img.get('frame')}" if int(img.get("n_frames", 1) or 1) > 1 else ""
                 overlays.append((f"{img['file_name']}{frame}: "
