@@ -5,6 +5,8 @@
     python tools/stats_report.py --input out/predictions.json --output out/stats \\
         --pixel-size 0.5 --unit nm --score-threshold 0.7 --frame-interval 2.5
     python tools/stats_report.py --input datasets/ves/annotations/test.json --output gt_stats
+    python tools/stats_report.py --input out/predictions.json --output out/compare \
+        --score-threshold 0.7 --annotations datasets/ves/annotations/test.json
 
 Writes instances.csv (one row per object: area, equivalent diameter, axes, orientation,
 perimeter, circularity, Feret diameter, rotated-box length/width/angle; columns name their
@@ -43,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-overlays", type=int, default=4, metavar="N",
                         help="example overlays in the report (default 4)")
     parser.add_argument("--title", default=None, help="report title")
+    parser.add_argument("--annotations", default=None, metavar="COCO_JSON",
+                        help="the annotated COCO of the same images: the report sets "
+                        "predicted beside annotated and comparison.csv pairs them per image")
     return parser
 
 
@@ -61,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
             images_dir=args.images,
             max_overlays=args.max_overlays,
             title=args.title,
+            annotations=args.annotations,
         )
     except StatsError as e:
         sys.exit(f"stats_report: {e}")

@@ -161,6 +161,7 @@ def run_stats_report(
     max_overlays: int = 4,
     overlay_size: int = 900,
     title: str | None = None,
+    annotations: str | os.PathLike | Mapping[str, Any] | None = None,
 ) -> StatsOutputs:
     """Measure a COCO file (predictions or ground truth) and write the CSVs and the report.
 
@@ -184,6 +185,11 @@ def run_stats_report(
         folder, or ``../images`` of a dataset's annotations folder).
     max_overlays : int
         Example overlays in the report.
+    annotations : path or dict, optional
+        The annotated COCO of the same images (paired by file name and frame), measured with
+        the same calibration: the report sets predicted beside annotated (size histograms
+        overlaid, counts per image side by side) and ``comparison.csv`` holds the per-image
+        counts and median sizes of both.
 
     Returns
     -------
@@ -269,6 +275,23 @@ def run_stats_report(
     for key in ("description", "date_created", "emdet_version", "image_root"):
         if key in info:
             settings[f"file: {key}"] = info[key]
+    reference = None
+    extra_files: list[tuple[Path, str]] = []
+    if annotations is not None:
+        from emdet.stats.report import compare_counts
+
+        ref_data = load_coco(annotations)
+        ref_images = images_table(ref_data, pixel_size=pixel_size, unit=unit)
+        ref_instances = measure_coco(ref_data, pixel_size=pixel_size, unit=unit)
+        ref_summary = summarize(ref_instances, ref_images, categories=categories)
+        reference = (ref_instances, ref_summary)
+        diameter = next((c for c in instances.columns if c.startswith("equivalent_diameter_")),
+                        None)
+        extra_files.append((out / "comparison.csv",
+                            _csv(compare_counts(summary, ref_summary, diameter))))
+        settings["annotations"] = (str(Path(annotations).resolve())
+                                   if isinstance(annotations, (str, os.PathLike))
+                                   else "(in memory)")
     figures: dict[str, bytes] = {}  # each figure as 300 dpi PNG and SVG, for papers
     html = render_report(
         instances=instances,
@@ -280,10 +303,12 @@ def run_stats_report(
         title=title or f"emdet statistics: {coco_path.name if coco_path else 'COCO data'}",
         notes=notes,
         figures=figures,
+        reference=reference,
     )
     try:  # all or none
         atomic_write_many([(out / "instances.csv", _csv(instances)),
                            (out / "summary.csv", _csv(summary)), (out / "report.html", html),
+                           *extra_files,
                            *((out / "figures" / name, data) for name, data in figures.items())])
     except OSError as e:
         raise StatsError(f"cannot write the outputs in {out}: {e}") from None

@@ -217,6 +217,102 @@ def plot_counts_over_time(
     return _png(fig, export, "counts_over_time")
 
 
+#: The two sides of a comparison (Okabe-Ito blue and vermillion, safe for colour blindness).
+PREDICTED_COLOUR, ANNOTATED_COLOUR = (0.0, 0.447, 0.698), (0.835, 0.369, 0.0)
+
+
+def compare_counts(summary: pd.DataFrame, reference: pd.DataFrame, column: str | None
+                   ) -> pd.DataFrame:
+    """Per image (paired by ``file_name`` and ``frame``) and category: predicted and annotated
+    counts, their difference, and the median of ``column`` on both sides."""
+    keys = ["file_name", "frame", "category"]
+    take = ["count"] + ([f"{column}_median"] if column else [])
+
+    def side(df: pd.DataFrame, name: str) -> pd.DataFrame:
+        per = df[df["scope"] == "image"].copy()
+        per["frame"] = per["frame"].fillna(0).astype(int)
+        cols = [c for c in take if c in per.columns]
+        return per[keys + cols].rename(columns={c: f"{name}_{c}" for c in cols})
+
+    table = side(summary, "predicted").merge(side(reference, "annotated"), on=keys, how="outer")
+    for c in ("predicted_count", "annotated_count"):
+        table[c] = table[c].fillna(0).astype(int)
+    table["count_difference"] = table["predicted_count"] - table["annotated_count"]
+    return table.sort_values(keys).reset_index(drop=True)
+
+
+def plot_size_comparison(instances: pd.DataFrame, reference: pd.DataFrame, column: str,
+                         categories: Sequence[str], *, export: dict[str, bytes] | None = None
+                         ) -> bytes | None:
+    """Predicted (outline) and annotated (filled) histograms of ``column`` overlaid per
+    category, on shared bins; ``export`` gets ``compare_sizes_<column>``."""
+    def values(df, cat):
+        if column not in df:
+            return np.zeros(0)
+        return df.loc[df["category"] == cat, column].dropna().to_numpy()
+
+    present = [c for c in categories if len(values(instances, c)) or len(values(reference, c))]
+    if not present:
+        return None
+    cols = min(3, len(present))
+    rows = int(np.ceil(len(present) / cols))
+    fig = _figure(4.6 * cols, 3.1 * rows)
+    for k, cat in enumerate(present):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        pred, ref = values(instances, cat), values(reference, cat)
+        both = np.concatenate([pred, ref])
+        edges = np.histogram_bin_edges(both, bins=histogram_bins(both))
+        if len(ref):
+            ax.hist(ref, bins=edges, color=ANNOTATED_COLOUR, alpha=0.45,
+                    label=f"annotated (n = {len(ref)}, median {np.median(ref):.3g})")
+        if len(pred):
+            ax.hist(pred, bins=edges, histtype="step", color=PREDICTED_COLOUR, linewidth=1.8,
+                    label=f"predicted (n = {len(pred)}, median {np.median(pred):.3g})")
+        ax.set_title(cat, fontsize=10)
+        ax.set_xlabel(axis_label(column))
+        ax.set_ylabel("objects")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.28), borderaxespad=0)
+    return _png(fig, export, f"compare_sizes_{column}")
+
+
+def plot_counts_paired(table: pd.DataFrame, *, export: dict[str, bytes] | None = None
+                       ) -> bytes | None:
+    """Counts per image, predicted beside annotated (summed over categories); with more than
+    60 images a scatter of predicted against annotated with the line of equality."""
+    if table.empty:
+        return None
+    per = table.groupby(["file_name", "frame"], sort=True)[["predicted_count",
+                                                            "annotated_count"]].sum()
+    n = len(per)
+    fig = _figure(min(14, max(6, 0.4 * n + 3)) if n <= 60 else 5.5, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    if n <= 60:
+        x = np.arange(n)
+        ax.bar(x - 0.2, per["annotated_count"], width=0.4, color=ANNOTATED_COLOUR,
+               label="annotated")
+        ax.bar(x + 0.2, per["predicted_count"], width=0.4, color=PREDICTED_COLOUR,
+               label="predicted")
+        files = per.index.get_level_values("file_name")
+        names = [f"{f[-28:]}" + (f" [{fr}]" if (files == f).sum() > 1 else "")
+                 for f, fr in per.index]
+        from matplotlib.ticker import MaxNLocator
+
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+        ax.set_ylabel("objects")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        top = float(max(per.max().max(), 1))
+        ax.plot([0, top], [0, top], color="#888", linewidth=1, label="predicted = annotated")
+        ax.scatter(per["annotated_count"], per["predicted_count"], s=12,
+                   color=PREDICTED_COLOUR, label="images")
+        ax.set_xlabel("annotated objects per image")
+        ax.set_ylabel("predicted objects per image")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return _png(fig, export, "compare_counts_per_image")
+
+
 def _img(png: bytes, alt: str, cls: str = "plot") -> str:
     data = base64.b64encode(png).decode("ascii")
     return f'<img class="{cls}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
@@ -287,6 +383,7 @@ def render_report(
     title: str = "emdet statistics",
     notes: Sequence[str] = (),
     figures: dict[str, bytes] | None = None,
+    reference: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> str:
     """The HTML report: one self-contained page (figures and overlays embedded).
 
@@ -307,6 +404,9 @@ def render_report(
     figures : dict, optional
         Gets every figure as ``NAME.png`` (300 dpi) and ``NAME.svg`` bytes, for papers
         (:func:`emdet.stats.run_stats_report` writes them to ``figures/``).
+    reference : (instances, summary), optional
+        The annotated objects of the same images: a "Predicted vs annotated" section with the
+        size histograms overlaid and the counts per image side by side.
     """
     categories = list(categories)
     sizes = size_columns(instances)
@@ -324,7 +424,8 @@ def render_report(
         f'<p class="meta">{n_images} images, {len(instances)} objects ({html.escape(totals)}). '
         f"Written {time.strftime('%Y-%m-%d %H:%M')}.</p>",
         '<nav><a href="#sizes">Sizes</a><a href="#counts">Counts</a>'
-        '<a href="#summary">Summary</a><a href="#overlays">Overlays</a>'
+        + ('<a href="#compare">Predicted vs annotated</a>' if reference is not None else "")
+        + '<a href="#summary">Summary</a><a href="#overlays">Overlays</a>'
         '<a href="#settings">Settings</a></nav>',
     ]
     parts += [f'<div class="warn">{html.escape(n)}</div>' for n in notes]
@@ -346,6 +447,21 @@ def render_report(
     if png:
         parts.append("<h3>Over time (series)</h3>")
         parts.append(_img(png, "objects per frame of each series"))
+
+    if reference is not None:
+        ref_instances, ref_summary = reference
+        parts.append('<h2 id="compare">Predicted vs annotated</h2>')
+        for column in [c for c in (diameter, length) if c]:
+            png = plot_size_comparison(instances, ref_instances, column, categories,
+                                       export=figures)
+            if png:
+                parts.append(_img(png, f"predicted and annotated {column}"))
+        table = compare_counts(summary, ref_summary, diameter)
+        png = plot_counts_paired(table, export=figures)
+        if png:
+            parts.append(_img(png, "predicted and annotated objects per image"))
+        parts.append("<h3>Per image</h3>" + _table(table, max_rows=60)
+                     + "<p>Full table: comparison.csv.</p>")
 
     parts.append('<h2 id="summary">Summary</h2>')
     overall = summary[summary["scope"] == "all"].drop(columns=["scope", "image_id", "frame"])

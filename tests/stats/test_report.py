@@ -87,6 +87,25 @@ def test_stats_report_on_predictions_and_ground_truth(predictions_file, tmp_path
     assert "1 object touches the image border; their sizes are lower bounds and they are left " \
         "out" in text
 
+    # predicted beside annotated: the annotations keep every object, the predictions those
+    # scoring >= 0.8; the two sides pair by file and frame, not by image id
+    for im in gt["images"]:
+        im["id"] += 100
+    for ann in gt["annotations"]:
+        ann["image_id"] += 100
+    gt_file.write_text(json.dumps(gt))
+    out = run_stats_report(predictions_file, tmp_path / "compare", score_threshold=0.8,
+                           annotations=gt_file, max_overlays=0)
+    table = pd.read_csv(tmp_path / "compare" / "comparison.csv")
+    assert table["annotated_count"].sum() == len(gt["annotations"])
+    assert table["predicted_count"].sum() == len(out.instances) < len(gt["annotations"])
+    assert (table["count_difference"] == table["predicted_count"]
+            - table["annotated_count"]).all()
+    text = out.report.read_text()
+    assert 'id="compare"' in text and "predicted and annotated objects per image" in text
+    figures = {p.name for p in (tmp_path / "compare" / "figures").iterdir()}
+    assert {"compare_sizes_equivalent_diameter_nm.png", "compare_counts_per_image.svg"} <= figures
+
 
 def _chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
@@ -96,14 +115,15 @@ def _chromium() -> str | None:
     return None
 
 
-def _screenshot(browser: str, html_file: Path, png: Path, profile: Path) -> np.ndarray:
+def _screenshot(browser: str, html_file: Path, png: Path, profile: Path,
+                height: int = 2200) -> np.ndarray:
     import cv2
 
     cmd = [
         browser, "--headless", "--no-sandbox", "--disable-gpu",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--no-first-run", f"--user-data-dir={profile}", "--hide-scrollbars",
-        "--window-size=1280,2200", f"--screenshot={png}", html_file.resolve().as_uri(),
+        f"--window-size=1280,{height}", f"--screenshot={png}", html_file.resolve().as_uri(),
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert png.is_file(), f"chromium wrote no screenshot: {result.stderr[-2000:]}"
@@ -140,6 +160,25 @@ def test_plots_are_visible_in_headless_chromium(predictions, tmp_path):
     band = shot[rows.min() : rows.max() + 1]
     assert (band.max(axis=2) < 100).sum() > 500
     assert (shot.min(axis=2) < 250).mean() > 0.05  # the page is far from blank
+
+    # predicted beside annotated: the paired count bars and the overlaid histograms show
+    from emdet.stats.report import ANNOTATED_COLOUR, PREDICTED_COLOUR
+
+    images = images_table(predictions)
+    instances = measure_coco(predictions)
+    categories = [c["name"] for c in predictions["categories"]]
+    summary = summarize(instances, images, categories=categories)
+    fewer = instances[instances["score"] >= 0.8]
+    compare = write_report(tmp_path / "compare.html", instances=fewer,
+                           summary=summarize(fewer, images, categories=categories),
+                           images=images, categories=categories,
+                           reference=(instances, summary))
+    shot = _screenshot(browser, compare, tmp_path / "compare.png", tmp_path / "profile3",
+                       height=4000)
+    annotated = tuple(round(255 * v) for v in ANNOTATED_COLOUR)
+    predicted = tuple(round(255 * v) for v in PREDICTED_COLOUR)
+    assert _pixels_like(shot, annotated).sum() > 500, "the annotated bars are not visible"
+    assert _pixels_like(shot, predicted).sum() > 500, "the predicted bars are not visible"
 
 
 def test_axis_labels_name_quantity_and_unit():
