@@ -43,8 +43,9 @@ p.meta { color: #555; margin-top: 0; } .warn { background: #fff4d6; border: 1px 
      padding: 8px 12px; margin: 8px 0; }
 nav a { margin-right: 14px; color: #333; }
 .wide { overflow-x: auto; }
-table { border-collapse: collapse; font-size: 12px; margin: 8px 0; }
-th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
+table { border-collapse: collapse; font-size: 12px; margin: 8px 0; max-width: 100%; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
+th { white-space: normal; overflow-wrap: break-word; }
 th { background: #eee; } td.l, th.l { text-align: left; }
 img.plot { max-width: 100%; display: block; margin: 8px 0; }
 .overlays { display: flex; flex-wrap: wrap; gap: 12px; }
@@ -331,8 +332,11 @@ def _table(df: pd.DataFrame, *, max_rows: int = 60) -> str:
     if df.empty:
         return "<p>(empty)</p>"
     shown = df.head(max_rows)
+    # "equivalent_diameter_nm_median" -> "equivalent diameter nm median": headers wrap, so the
+    # table fits the page instead of scrolling sideways
     head = "".join(
-        f'<th class="{"l" if df[c].dtype == object else ""}">{html.escape(str(c))}</th>'
+        f'<th class="{"l" if df[c].dtype == object else ""}" title="{html.escape(str(c))}">'
+        f'{html.escape(str(c).replace("_", " "))}</th>'
         for c in shown.columns
     )
     body = []
