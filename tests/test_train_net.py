@@ -100,6 +100,23 @@ def test_resume_after_kill_continues_the_schedule(tmp_path, data_root):
     assert not list(out.glob(".*.emdet-tmp")), "a checkpoint was left half-written"
 
 
+def test_a_finished_run_trains_on_with_a_higher_max_iter_and_shows_the_val_metric(
+        tmp_path, data_root):
+    out = tmp_path / "run"
+    opts = ["SOLVER.WARMUP_ITERS", "1", "TEST.EVAL_PERIOD", "2", "EMDET.LOG_PERIOD", "1"]
+    first = subprocess.run(_cmd(out, "SOLVER.MAX_ITER", "3", *opts), env=_env(data_root),
+                           capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # the progress line carries the latest validation figure once there is one
+    assert re.search(r"iter: 2 .*val segm/AP \d+\.\d @ 1", first.stdout), first.stdout[-2000:]
+    again = subprocess.run(_cmd(out, "SOLVER.MAX_ITER", "5", *opts, resume=True),
+                           env=_env(data_root), capture_output=True, text=True, cwd=tmp_path,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Starting training from iteration 3" in again.stdout + again.stderr
+    assert _iterations(out) == [0, 1, 2, 3, 4]
+
+
 def test_config_error_names_key_and_file(tmp_path, data_root):
     bad = tmp_path / "bad.yaml"
     bad.write_text(f'_BASE_: "{QUICK}"\nSOLVER:\n  MAX_ITERS: 3\n')

@@ -279,6 +279,41 @@ class BestCheckpointer(hooks.BestCheckpointer):
                           if "score_threshold" in extra else "")
 
 
+class ProgressPrinter(CommonMetricPrinter):
+    """detectron2's progress line (ETA, losses, time, lr) with the latest validation figure
+    appended, e.g. ``val segm/AP 41.3 @ 149``: the metric that keeps ``model_best.pth``
+    (``EMDET.BEST_METRIC``), else the first of ``segm/AP``, ``bbox/AP``, ``rotated/AP``."""
+
+    _FALLBACK = ("segm/AP", "bbox/AP", "rotated/AP", "bbox/AP50")
+
+    def __init__(self, max_iter: int | None = None, *, metric: str | None = None, **kw):
+        super().__init__(max_iter, **kw)
+        self._metric = metric
+        base = self.logger
+
+        class _Append:  # CommonMetricPrinter writes one logger.info line: extend that line
+            def __getattr__(_, name):
+                return getattr(base, name)
+
+            def info(_, msg, *args, **kwargs):
+                base.info(msg + self._val_text(), *args, **kwargs)
+
+        self.logger = _Append()
+
+    def _val_text(self) -> str:
+        from detectron2.utils.events import get_event_storage
+
+        try:
+            latest = get_event_storage().latest()
+        except (AssertionError, AttributeError):
+            return ""
+        for name in ([self._metric] if self._metric else []) + list(self._FALLBACK):
+            if name in latest:
+                value, iteration = latest[name]
+                return f"  val {name} {float(value):.1f} @ {int(iteration)}"
+        return ""
+
+
 class _FirstStepWriter(hooks.PeriodicWriter):
     """detectron2's ``PeriodicWriter`` that also writes after the first iteration of a run, so
     the console shows losses and an ETA within seconds, not after ``EMDET.LOG_PERIOD`` slow
@@ -391,7 +426,7 @@ class EMTrainer(DefaultTrainer):
     def build_writers(self):
         os.makedirs(self.cfg.OUTPUT_DIR, exist_ok=True)
         writers = [
-            CommonMetricPrinter(self.max_iter),
+            ProgressPrinter(self.max_iter, metric=self.cfg.EMDET.BEST_METRIC or None),
             JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
         ]
         if importlib.util.find_spec("tensorboard") is not None:
