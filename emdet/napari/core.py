@@ -258,11 +258,13 @@ def layers_to_coco(
 
 
 def save_dataset(coco: dict, image_path: str | Path, root: str | Path, name: str,
-                 split: str = "train") -> Path:
+                 split: str = "train", *, frame: int | None = None) -> Path:
     """Add one image's COCO to ``root/<name>/annotations/<split>.json`` (replacing that image's
     earlier entry) and copy the image into ``root/<name>/images/`` as it is (full depth, its
-    calibration); every file is written atomically. Returns the annotations file."""
+    calibration); ``frame`` of a stack is written there as its own calibrated TIFF
+    (``<stem>_f0003.tif``). Every file is written atomically. Returns the annotations file."""
     from emdet.data.cocofile import check_coco, read_coco
+    from emdet.data.io import read_image, write_tiff
     from emdet.utils.atomic import atomic_write
 
     if not name or Path(name).name != name or name in (".", ".."):
@@ -274,6 +276,11 @@ def save_dataset(coco: dict, image_path: str | Path, root: str | Path, name: str
     (ds / "images").mkdir(parents=True, exist_ok=True)
     (ds / "annotations").mkdir(parents=True, exist_ok=True)
     src = Path(image_path)
+    if frame is not None:  # a frame alone: lossless, calibrated, named as predict names it
+        pixels, meta = read_image(src, page=int(frame))
+        target = ds / "images" / f"{src.stem}_f{int(frame):04d}.tif"
+        write_tiff(target, pixels, pixel_size=meta.pixel_size if meta.unit == "nm" else None)
+        src = target
     target = ds / "images" / src.name
     if not target.exists() or target.resolve() != src.resolve():
         tmp = target.with_name(f".{target.name}.tmp")

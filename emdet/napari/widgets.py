@@ -245,11 +245,9 @@ class ModelWidget(QWidget):
     def save(self) -> None:
         if not self.image_meta.get("path"):
             raise ValueError("the image has no file to copy into the data set (open it from disk)")
-        if self.image_meta.get("frame") is not None:
-            raise ValueError("frames of a stack are not saved yet: save the frame as its own "
-                             "TIFF (emdet.data.io.write_tiff) and open that")
         out = core.save_dataset(self.coco(), self.image_meta["path"], self.root.text().strip(),
-                                self.name.text().strip(), self.split.text().strip() or "train")
+                                self.name.text().strip(), self.split.text().strip() or "train",
+                                frame=self.image_meta.get("frame"))
         self.status.setText(f"saved to {out}")
 
 

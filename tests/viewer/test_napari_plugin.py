@@ -275,3 +275,20 @@ def test_a_folder_is_run_and_the_saved_set_retrains(display, micrograph, tmp_pat
          "MODEL.DEVICE", "cpu"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "model_final.pth").is_file()
+
+
+def test_a_frame_of_a_stack_is_saved_as_its_own_calibrated_tiff(micrograph, tmp_path):
+    from emdet.data.io import read_image
+    from emdet.napari.core import layers_to_coco, save_dataset
+
+    _, stack = micrograph
+    labels = np.zeros((256, 256), np.int32)
+    labels[10:20, 30:45] = 1
+    coco = layers_to_coco({"path": str(stack), "pixel_size": 0.8, "unit": "nm"}, (256, 256),
+                          ["vesicle"], labels=labels)
+    ann = save_dataset(coco, stack, tmp_path / "datasets", "frames", frame=1)
+    saved = json.loads(ann.read_text())
+    assert [im["file_name"] for im in saved["images"]] == ["series_f0001.tif"]
+    pixels, meta = read_image(tmp_path / "datasets/frames/images/series_f0001.tif")
+    assert np.array_equal(pixels, read_image(stack, page=1)[0])
+    assert meta.pixel_size == pytest.approx(0.8) and saved["annotations"][0]["area"] == 150
