@@ -168,8 +168,8 @@ class ModelWidget(QWidget):
     def _add_result_layer(self, image_layer, replace: bool) -> None:
         if replace and self.result_layer is not None and self.result_layer in self.viewer.layers:
             stale = self.result_layer
-            self._runs.pop(id(stale), None)
             if stale.metadata.get("emdet_image", {}).get("path") == self.image_meta.get("path"):
+                self._runs.pop(id(stale), None)
                 self.viewer.layers.remove(stale)  # a new run on the same image replaces it
         r = self.result
         kw = {"name": f"{image_layer.name} {r.kind}", "scale": image_layer.scale[-2:],
