@@ -316,3 +316,35 @@ def test_benchmark_scene_matches_shapely_and_stays_small(rods, shapely_iou):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(out.stdout.split()[-1]) < 2 * 1024**2  # kB
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sparse_pairs_are_the_nonzero_entries_of_the_matrix(rod_sets, dtype):
+    from emdet.ops import pairwise_iou_rotated_sparse
+
+    b1, b2, _ = rod_sets[dtype]
+    t1, t2 = (torch.as_tensor(b, dtype=dtype) for b in (b1, b2))
+    dense = box_iou_rotated(t1, t2)
+    rows, cols, iou = pairwise_iou_rotated_sparse(t1, t2)
+    expected = torch.nonzero(dense > 0, as_tuple=True)  # row-major: sorted by (row, col)
+    assert torch.equal(rows, expected[0]) and torch.equal(cols, expected[1])
+    assert iou.dtype == dtype and torch.equal(iou, dense[expected])
+    assert 0 < len(rows) < dense.numel()
+    # a threshold keeps only the pairs above it
+    r5, c5, v5 = pairwise_iou_rotated_sparse(t1, t2, min_iou=0.5)
+    assert torch.equal(torch.stack([r5, c5]), torch.stack(torch.nonzero(dense > 0.5,
+                                                                        as_tuple=True)))
+    assert (v5 > 0.5).all()
+
+
+def test_sparse_pairs_of_empty_and_disjoint_sets():
+    from emdet.ops import pairwise_iou_rotated_sparse
+
+    a = torch.tensor([[0.0, 0.0, 10.0, 2.0, 0.0]])
+    far = torch.tensor([[500.0, 500.0, 10.0, 2.0, 30.0]])
+    for b in (torch.zeros((0, 5)), far):
+        rows, cols, iou = pairwise_iou_rotated_sparse(a, b)
+        assert rows.numel() == cols.numel() == iou.numel() == 0
+        assert rows.dtype == torch.int64 and iou.dtype == torch.float32
+    with pytest.raises(ValueError):
+        pairwise_iou_rotated_sparse(a, torch.zeros((3, 4)))
