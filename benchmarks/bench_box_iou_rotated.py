@@ -11,8 +11,11 @@ Cases
     300 x 300 rods whose centres lie in a 4 px square: nearly every pair overlaps, so every pair
     goes through the polygon stage (worst case for emdet, best case for shapely's per-pair cost).
 
-The baseline is ``shapely.intersection(a[:, None], b[None, :]).area`` turned into IoU, on all
-``N * M`` pairs (``quick``: on the first rows only, scaled to pairs per second).
+The baseline is the best a user would write with shapely 2, not a naive one: an ``STRtree`` of
+the second set's polygons gives the pairs that intersect, ``shapely.intersection`` their areas
+in one vectorised call, written into the ``(N, M)`` IoU matrix (``quick``: the first rows
+only, scaled to pairs per second). Against all ``N * M`` pairs without the tree (the baseline
+until 2026-12-04) the sparse case read 133x.
 
 ``sparse API``
     16 000 x 16 000 rods in a 4000 px field (the density of ``sparse``):
@@ -60,11 +63,15 @@ def make_case(case: str, quick: bool, device: str):
 
 
 def _shapely_iou(b1: np.ndarray, b2: np.ndarray) -> np.ndarray:
+    """The ``(N, M)`` IoU matrix by shapely: STRtree candidates, vectorised intersections."""
     import shapely
 
     p1, p2 = polygons(b1), polygons(b2)
-    inter = shapely.area(shapely.intersection(p1[:, None], p2[None, :]))
-    return inter / (shapely.area(p1)[:, None] + shapely.area(p2)[None, :] - inter)
+    rows, cols = shapely.STRtree(p2).query(p1, predicate="intersects")
+    inter = shapely.area(shapely.intersection(p1[rows], p2[cols]))
+    iou = np.zeros((len(p1), len(p2)))
+    iou[rows, cols] = inter / (shapely.area(p1)[rows] + shapely.area(p2)[cols] - inter)
+    return iou
 
 
 def run(quick: bool = False) -> list[dict]:
