@@ -368,6 +368,20 @@ def _pair_iou_chunk(b1: Tensor, b2: Tensor) -> Tensor:
     return iou
 
 
+def _dtypes(boxes1: Tensor, boxes2: Tensor) -> tuple[torch.dtype, torch.dtype]:
+    """Check two box sets (shape, device) and return ``(work dtype, output dtype)``."""
+    _check_boxes(boxes1, "boxes1")
+    _check_boxes(boxes2, "boxes2")
+    if boxes1.device != boxes2.device:
+        raise ValueError(
+            f"boxes1 is on {boxes1.device} but boxes2 is on {boxes2.device}; move both to one "
+            "device."
+        )
+    out_dtype = torch.promote_types(boxes1.dtype, boxes2.dtype)
+    dtype = _work_dtype(boxes1, boxes2)
+    return dtype, out_dtype if out_dtype.is_floating_point else dtype
+
+
 def box_iou_rotated(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Intersection over union of every pair of rotated boxes (detectron2's ``box_iou_rotated``).
 
@@ -392,17 +406,7 @@ def box_iou_rotated(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     sweep over the boxes sorted by ``cx`` plus about 1 microsecond (CPU) per overlapping pair,
     and the memory is the ``(N, M)`` result plus bounded temporaries. Works on CPU and CUDA.
     """
-    _check_boxes(boxes1, "boxes1")
-    _check_boxes(boxes2, "boxes2")
-    if boxes1.device != boxes2.device:
-        raise ValueError(
-            f"boxes1 is on {boxes1.device} but boxes2 is on {boxes2.device}; move both to one "
-            "device."
-        )
-    out_dtype = torch.promote_types(boxes1.dtype, boxes2.dtype)
-    dtype = _work_dtype(boxes1, boxes2)
-    if not out_dtype.is_floating_point:
-        out_dtype = dtype
+    dtype, out_dtype = _dtypes(boxes1, boxes2)
     with torch.no_grad():
         b1, b2 = boxes1.to(dtype), boxes2.to(dtype)
         n, m = b1.shape[0], b2.shape[0]
@@ -437,17 +441,7 @@ def pairwise_iou_rotated_sparse(boxes1: Tensor, boxes2: Tensor, *, min_iou: floa
     Time and memory grow with the pairs whose circumscribed circles overlap, not with
     ``N * M``: for 16 000 sparse boxes the dense matrix alone is 1 GB of float32 zeros.
     """
-    _check_boxes(boxes1, "boxes1")
-    _check_boxes(boxes2, "boxes2")
-    if boxes1.device != boxes2.device:
-        raise ValueError(
-            f"boxes1 is on {boxes1.device} but boxes2 is on {boxes2.device}; move both to one "
-            "device."
-        )
-    out_dtype = torch.promote_types(boxes1.dtype, boxes2.dtype)
-    dtype = _work_dtype(boxes1, boxes2)
-    if not out_dtype.is_floating_point:
-        out_dtype = dtype
+    dtype, out_dtype = _dtypes(boxes1, boxes2)
     device = boxes1.device
     with torch.no_grad():
         b1, b2 = boxes1.to(dtype), boxes2.to(dtype)
