@@ -258,11 +258,15 @@ def layers_to_coco(
 
 
 def save_dataset(coco: dict, image_path: str | Path, root: str | Path, name: str,
-                 split: str = "train", *, frame: int | None = None) -> Path:
+                 split: str = "train", *, frame: int | None = None,
+                 class_mask: np.ndarray | None = None) -> Path:
     """Add one image's COCO to ``root/<name>/annotations/<split>.json`` (replacing that image's
     earlier entry) and copy the image into ``root/<name>/images/`` as it is (full depth, its
     calibration); ``frame`` of a stack is written there as its own calibrated TIFF
-    (``<stem>_f0003.tif``). Every file is written atomically. Returns the annotations file."""
+    (``<stem>_f0003.tif``). ``class_mask`` (a segmentation: one class index per pixel) is
+    written as ``root/<name>/masks/<image stem>.png`` and named in the image's
+    ``sem_seg_file_name``, the layout ``train_unet.py`` reads. Every file is written
+    atomically. Returns the annotations file."""
     from emdet.data.cocofile import check_coco, read_coco
     from emdet.data.io import read_image, write_tiff
     from emdet.utils.atomic import atomic_write
@@ -297,7 +301,21 @@ def save_dataset(coco: dict, image_path: str | Path, root: str | Path, name: str
     anns = [a for a in current["annotations"] if a["image_id"] not in old]
     new_id = max([im["id"] for im in images], default=0) + 1
     next_ann = max([a["id"] for a in anns], default=0) + 1
-    images.append(dict(coco["images"][0], id=new_id, file_name=src.name))
+    image = dict(coco["images"][0], id=new_id, file_name=src.name)
+    if class_mask is not None:
+        import cv2
+
+        mask = np.asarray(class_mask)
+        if mask.shape != (image["height"], image["width"]) or mask.min() < 0 or mask.max() > 255:
+            raise ValueError(f"the class mask is {mask.shape} with values {mask.min()}.."
+                             f"{mask.max()}; expected the image's size and classes 0..255")
+        ok, png = cv2.imencode(".png", mask.astype(np.uint8))
+        if not ok:
+            raise ValueError("cannot encode the class mask as PNG")
+        (ds / "masks").mkdir(exist_ok=True)
+        atomic_write(ds / "masks" / f"{src.stem}.png", png.tobytes())
+        image["sem_seg_file_name"] = f"{src.stem}.png"
+    images.append(image)
     for k, a in enumerate(coco["annotations"]):
         anns.append(dict(a, id=next_ann + k, image_id=new_id))
     merged = {"images": images, "annotations": anns, "categories": current["categories"]}

@@ -225,7 +225,9 @@ class ModelWidget(QWidget):
         if layer is None or r is None:
             raise ValueError("run a model first (or open a result layer)")
         kwargs: dict = {}
-        if r.kind in ("instances", "classes"):
+        if r.kind == "classes":  # a segmentation: saved as a class mask, not as objects
+            return core.layers_to_coco(self.image_meta, r.shape, r.class_names)
+        if r.kind == "instances":
             kwargs["labels"] = np.asarray(layer.data)
             kwargs["label_classes"] = layer.metadata.get("label_classes", {})
         elif r.kind == "points":
@@ -245,9 +247,11 @@ class ModelWidget(QWidget):
     def save(self) -> None:
         if not self.image_meta.get("path"):
             raise ValueError("the image has no file to copy into the data set (open it from disk)")
+        mask = (np.asarray(self.result_layer.data) if self.result is not None
+                and self.result.kind == "classes" else None)
         out = core.save_dataset(self.coco(), self.image_meta["path"], self.root.text().strip(),
                                 self.name.text().strip(), self.split.text().strip() or "train",
-                                frame=self.image_meta.get("frame"))
+                                frame=self.image_meta.get("frame"), class_mask=mask)
         self.status.setText(f"saved to {out}")
 
 

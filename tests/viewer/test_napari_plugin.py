@@ -292,3 +292,31 @@ def test_a_frame_of_a_stack_is_saved_as_its_own_calibrated_tiff(micrograph, tmp_
     pixels, meta = read_image(tmp_path / "datasets/frames/images/series_f0001.tif")
     assert np.array_equal(pixels, read_image(stack, page=1)[0])
     assert meta.pixel_size == pytest.approx(0.8) and saved["annotations"][0]["area"] == 150
+
+
+def test_a_segmentation_is_saved_as_a_class_mask_that_train_unet_reads(tmp_path):
+    """Bragg (or U-Net) classes go to masks/<stem>.png with sem_seg_file_name, the dense layout,
+    and load back as training samples with exactly those labels."""
+    import cv2
+
+    from emdet.data.io import write_tiff
+    from emdet.data.synthetic import generate_image
+    from emdet.dense.config import load_unet_config
+    from emdet.dense.data import load_dense_samples
+    from emdet.napari.core import layers_to_coco, run_model, save_dataset
+
+    sample = generate_image("graphene", seed=2, index=0, size=128)
+    path = write_tiff(tmp_path / "sheet.tif", sample.image, pixel_size=0.025)
+    result = run_model(sample.image, "", method="bragg")
+    labels = result.labels_at(0.5)
+    assert result.kind == "classes" and set(np.unique(labels)) <= {0, 1}
+    coco = layers_to_coco({"path": str(path), "pixel_size": 0.025, "unit": "nm"},
+                          labels.shape, result.class_names)
+    save_dataset(coco, path, tmp_path / "datasets", "sheets", class_mask=labels)
+    saved = cv2.imread(str(tmp_path / "datasets/sheets/masks/sheet.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(saved, labels)
+    cfg = load_unet_config(REPO / "configs/unet/graphene_contamination.yaml",
+                           ["DATASET.DIR", str(tmp_path / "datasets/sheets"),
+                            "DATASET.CLASSES", "['lattice', 'contamination']"])
+    [loaded], classes = load_dense_samples(cfg)
+    assert classes == ("lattice", "contamination") and np.array_equal(loaded.labels, labels)
