@@ -52,9 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     if not 0 <= threshold <= 1 or args.max_dets < 1:
         sys.exit("score_instances: --score-threshold must be 0..1 and --max-dets >= 1")
     try:
-        f = score_instances(args.annotations, args.predictions, score_threshold=threshold,
-                            max_dets=args.max_dets)
+        # with --results, the predictions are read and paired once and scored as that list
         results = aligned_results(args.annotations, args.predictions) if args.results else None
+        f = score_instances(args.annotations, args.predictions if results is None else results,
+                            score_threshold=threshold, max_dets=args.max_dets)
     except (InstanceScoreError, CocoFormatError, FileNotFoundError, KeyError) as e:
         sys.exit(f"score_instances: {e}")
     print(f"{f['n_images']} images: mask AP {f['ap']:.1f}, AP50 {f['ap50']:.1f}; at score >= "
