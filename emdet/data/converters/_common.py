@@ -542,7 +542,7 @@ def instance_to_annotation(inst: Instance, rec: ImageRecord, run: Run) -> dict[s
 
 def _mask_annotation(inst: Instance, rec: ImageRecord, run: Run) -> dict[str, Any]:
     """A pixel-mask instance (labelme ``mask`` shape) placed in its image, as RLE."""
-    from pycocotools import mask as mask_utils
+    from emdet.data.rle import MaskCrop, crop_to_rle
 
     crop = np.asarray(inst.mask, bool)
     x0, y0 = inst.mask_origin
@@ -556,22 +556,20 @@ def _mask_annotation(inst: Instance, rec: ImageRecord, run: Run) -> dict[str, An
             obj=inst.where,
             hint="Correct the mask in labelme, or pass --clip-to-image to clip it to the image.",
         )
-    full = np.zeros((rec.height, rec.width), bool)
-    ys, xs = slice(max(y0, 0), min(y0 + h, rec.height)), slice(max(x0, 0), min(x0 + w, rec.width))
-    if ys.start < ys.stop and xs.start < xs.stop:
-        full[ys, xs] = crop[ys.start - y0: ys.stop - y0, xs.start - x0: xs.stop - x0]
-    area = int(full.sum())
-    if area == 0:
+    top, left = max(y0, 0), max(x0, 0)
+    clipped = MaskCrop(y0, x0, crop).window(top, min(y0 + h, rec.height), left,
+                                            min(x0 + w, rec.width))
+    placed = MaskCrop.from_mask(clipped, y0=top, x0=left)
+    if placed.area == 0:
         raise AnnotationError(
             rec.source, f"its mask (field {inst.field}) has no pixel inside the image.",
             obj=inst.where, hint="Delete it or paint it again in labelme.")
-    rle = mask_utils.encode(np.asfortranarray(full.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
+    bx0, by0, bx1, by1 = placed.extent
     return {
         "label": inst.label,
-        "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-        "area": float(area),
-        "segmentation": {"size": [rec.height, rec.width], "counts": rle["counts"]},
+        "bbox": [float(bx0), float(by0), float(bx1 - bx0), float(by1 - by0)],
+        "area": float(placed.area),
+        "segmentation": crop_to_rle(placed, rec.height, rec.width),
         "iscrowd": 0,
     }
 
