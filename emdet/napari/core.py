@@ -220,8 +220,6 @@ def layers_to_coco(
     rboxes : (N, 5) array, optional
         Rotated boxes ``cx, cy, w, h, angle``; ``rbox_classes`` their class indices.
     """
-    from pycocotools import mask as mask_utils
-
     h, w = (int(v) for v in shape)
     image = {"id": 1, "file_name": file_name or Path(image_meta["path"]).name, "height": h,
              "width": w}
@@ -234,13 +232,20 @@ def layers_to_coco(
                      "iscrowd": 0, **fields})
 
     if labels is not None:
+        from scipy import ndimage
+
+        from emdet.data.rle import MaskCrop, crop_to_rle
+
         labels = np.asarray(labels)
-        for value in np.unique(labels[labels > 0]):
-            mask = np.asfortranarray((labels == value).astype(np.uint8))
-            rle = mask_utils.encode(mask)
-            rle["counts"] = rle["counts"].decode("ascii")
-            add((label_classes or {}).get(int(value), 0), segmentation=rle,
-                bbox=[float(v) for v in mask_utils.toBbox(rle)], area=float(mask.sum()))
+        # each object from its own box (find_objects), not a full-image mask per label
+        for index, box in enumerate(ndimage.find_objects(np.clip(labels, 0, None)), start=1):
+            if box is None:
+                continue
+            crop = MaskCrop.from_mask(labels[box] == index, y0=box[0].start, x0=box[1].start)
+            x0, y0, x1, y1 = crop.extent
+            add((label_classes or {}).get(index, 0), segmentation=crop_to_rle(crop, h, w),
+                bbox=[float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                area=float(crop.area))
     if points is not None:
         for k, (row, col) in enumerate(np.asarray(points, float).reshape(-1, 2)):
             add(point_classes[k] if point_classes is not None else 0,
