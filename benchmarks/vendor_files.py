@@ -170,7 +170,7 @@ def emdet_reads(path: Path) -> tuple[tuple[int, int], int, float | None] | None:
         return None
     frames = meta.n_frames
     size = image.shape[-2:]
-    pixel = meta.pixel_size if meta.unit == "nm" else None
+    pixel = meta.pixel_size_nm
     return (int(size[0]), int(size[1])), frames, pixel
 
 

@@ -266,6 +266,12 @@ class ImageMeta:
     n_frames: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def pixel_size_nm(self) -> float | None:
+        """The pixel size when it is a length in nm (always, once calibrated and usable), else
+        ``None``: what sizes in nm need."""
+        return float(self.pixel_size) if self.unit == "nm" and self.pixel_size else None
+
 
 @dataclass
 class _Loaded:

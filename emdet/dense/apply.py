@@ -95,8 +95,7 @@ def iter_frames(paths: Iterable[Path], failures: list[Failure]) -> Iterator[Fram
         index = -1
         try:
             for index, (frame, meta) in enumerate(read_series(path)):
-                pixel = float(meta.pixel_size) if meta.unit == "nm" and meta.pixel_size else None
-                yield Frame(Path(path), index, meta.n_frames, frame, pixel)
+                yield Frame(Path(path), index, meta.n_frames, frame, meta.pixel_size_nm)
         except Exception as e:  # noqa: BLE001 - any unreadable file is reported, not fatal
             failures.append(Failure(Path(path), index + 1 if index >= 0 else None,
                                     f"{type(e).__name__}: {e}"))

@@ -333,10 +333,9 @@ def load_dense_samples(
         if image.ndim != 2:
             raise DenseDataError(f"{path}: has {meta.n_frames} frames; training images must be "
                                  "single (H, W) frames")
-        own = float(meta.pixel_size) if meta.unit == "nm" and meta.pixel_size else None
         sample = DenseSample(name=e.name, path=path, split=e.split,
                              image=preprocess_image(image, cfg),
-                             pixel_size=e.pixel_size or own)
+                             pixel_size=e.pixel_size or meta.pixel_size_nm)
         if cfg.TASK == "heatmap" or cfg.EVAL.POINTS_FROM_REGIONS:
             from emdet.dense.units import point_lengths
 

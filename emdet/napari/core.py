@@ -41,16 +41,16 @@ def read_layers(path: str | Path) -> list[tuple[Any, dict, str]]:
 
     path = Path(path)
     image, meta = read_image(path)
-    calibrated = meta.unit == "nm" and meta.pixel_size is not None
-    ps = float(meta.pixel_size) if calibrated else 1.0
-    unit = "nm" if calibrated else "pixel"
+    nm = meta.pixel_size_nm
+    ps = nm or 1.0
+    unit = "nm" if nm else "pixel"
     stack = image.ndim == 3 and meta.n_frames > 1
     kwargs = {
         "name": path.stem,
         "scale": (1.0, ps, ps) if stack else (ps, ps),
         "units": ("pixel", unit, unit) if stack else (unit, unit),
-        "metadata": {"emdet": {"path": str(path.resolve()), "pixel_size": ps if calibrated
-                               else None, "unit": "nm" if calibrated else None,
+        "metadata": {"emdet": {"path": str(path.resolve()), "pixel_size": nm,
+                               "unit": "nm" if nm else None,
                                "n_frames": int(meta.n_frames), "format": meta.format}},
     }
     return [(image, kwargs, "image")]
@@ -288,7 +288,7 @@ def save_dataset(coco: dict, image_path: str | Path, root: str | Path, name: str
     if frame is not None:  # a frame alone: lossless, calibrated, named as predict names it
         pixels, meta = read_image(src, page=int(frame))
         target = ds / "images" / f"{src.stem}_f{int(frame):04d}.tif"
-        write_tiff(target, pixels, pixel_size=meta.pixel_size if meta.unit == "nm" else None)
+        write_tiff(target, pixels, pixel_size=meta.pixel_size_nm)
         src = target
     target = ds / "images" / src.name
     if not target.exists() or target.resolve() != src.resolve():
