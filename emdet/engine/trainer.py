@@ -289,16 +289,13 @@ class ProgressPrinter(CommonMetricPrinter):
     def __init__(self, max_iter: int | None = None, *, metric: str | None = None, **kw):
         super().__init__(max_iter, **kw)
         self._metric = metric
-        base = self.logger
+        printer = self
 
-        class _Append:  # CommonMetricPrinter writes one logger.info line: extend that line
-            def __getattr__(_, name):
-                return getattr(base, name)
+        class _ValSuffix(logging.LoggerAdapter):  # CommonMetricPrinter logs one line: extend it
+            def process(self, msg, kwargs):
+                return msg + printer._val_text(), kwargs
 
-            def info(_, msg, *args, **kwargs):
-                base.info(msg + self._val_text(), *args, **kwargs)
-
-        self.logger = _Append()
+        self.logger = _ValSuffix(self.logger, {})
 
     def _val_text(self) -> str:
         from detectron2.utils.events import get_event_storage
