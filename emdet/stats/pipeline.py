@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emdet.stats.measure import StatsError, images_table, load_coco, measure_coco, summarize
+from emdet.stats.measure import (
+    StatsError,
+    images_table,
+    load_coco,
+    measure_coco,
+    size_columns,
+    summarize,
+)
 from emdet.stats.report import render_report
 from emdet.utils.atomic import atomic_write_many
 from emdet.utils.csvsafe import csv_safe
@@ -284,11 +291,11 @@ def run_stats_report(
         ref_images = images_table(ref_data, pixel_size=pixel_size, unit=unit)
         ref_instances = measure_coco(ref_data, pixel_size=pixel_size, unit=unit)
         ref_summary = summarize(ref_instances, ref_images, categories=categories)
-        reference = (ref_instances, ref_summary)
-        diameter = next((c for c in instances.columns if c.startswith("equivalent_diameter_")),
-                        None)
-        extra_files.append((out / "comparison.csv",
-                            _csv(compare_counts(summary, ref_summary, diameter))))
+        diameter = next((c for c in size_columns(instances)
+                         if c.startswith("equivalent_diameter_")), None)
+        comparison = compare_counts(summary, ref_summary, diameter)
+        reference = (ref_instances, comparison)
+        extra_files.append((out / "comparison.csv", _csv(comparison)))
         settings["annotations"] = (str(Path(annotations).resolve())
                                    if isinstance(annotations, (str, os.PathLike))
                                    else "(in memory)")

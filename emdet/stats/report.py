@@ -408,9 +408,10 @@ def render_report(
     figures : dict, optional
         Gets every figure as ``NAME.png`` (300 dpi) and ``NAME.svg`` bytes, for papers
         (:func:`emdet.stats.run_stats_report` writes them to ``figures/``).
-    reference : (instances, summary), optional
-        The annotated objects of the same images: a "Predicted vs annotated" section with the
-        size histograms overlaid and the counts per image side by side.
+    reference : (instances, comparison), optional
+        The annotated objects of the same images and :func:`compare_counts` of the two sides:
+        a "Predicted vs annotated" section with the size histograms overlaid and the counts
+        per image side by side.
     """
     categories = list(categories)
     sizes = size_columns(instances)
@@ -453,14 +454,13 @@ def render_report(
         parts.append(_img(png, "objects per frame of each series"))
 
     if reference is not None:
-        ref_instances, ref_summary = reference
+        ref_instances, table = reference
         parts.append('<h2 id="compare">Predicted vs annotated</h2>')
         for column in [c for c in (diameter, length) if c]:
             png = plot_size_comparison(instances, ref_instances, column, categories,
                                        export=figures)
             if png:
                 parts.append(_img(png, f"predicted and annotated {column}"))
-        table = compare_counts(summary, ref_summary, diameter)
         png = plot_counts_paired(table, export=figures)
         if png:
             parts.append(_img(png, "predicted and annotated objects per image"))

@@ -162,17 +162,17 @@ def test_plots_are_visible_in_headless_chromium(predictions, tmp_path):
     assert (shot.min(axis=2) < 250).mean() > 0.05  # the page is far from blank
 
     # predicted beside annotated: the paired count bars and the overlaid histograms show
-    from emdet.stats.report import ANNOTATED_COLOUR, PREDICTED_COLOUR
+    from emdet.stats.report import ANNOTATED_COLOUR, PREDICTED_COLOUR, compare_counts
 
     images = images_table(predictions)
     instances = measure_coco(predictions)
     categories = [c["name"] for c in predictions["categories"]]
     summary = summarize(instances, images, categories=categories)
     fewer = instances[instances["score"] >= 0.8]
-    compare = write_report(tmp_path / "compare.html", instances=fewer,
-                           summary=summarize(fewer, images, categories=categories),
-                           images=images, categories=categories,
-                           reference=(instances, summary))
+    fewer_summary = summarize(fewer, images, categories=categories)
+    table = compare_counts(fewer_summary, summary, "equivalent_diameter_nm")
+    compare = write_report(tmp_path / "compare.html", instances=fewer, summary=fewer_summary,
+                           images=images, categories=categories, reference=(instances, table))
     shot = _screenshot(browser, compare, tmp_path / "compare.png", tmp_path / "profile3",
                        height=4000)
     annotated = tuple(round(255 * v) for v in ANNOTATED_COLOUR)
