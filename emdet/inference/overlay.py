@@ -121,11 +121,8 @@ def scale_bar_length(pixel_size: float, width_px: int, fraction: float = 0.2) ->
     """A round length (1, 2 or 5 x 10^n, in the pixel size's unit) near ``fraction`` of an
     image ``width_px`` pixels wide."""
     target = pixel_size * width_px * fraction
-    exponent = np.floor(np.log10(target))
-    for step in (5, 2, 1):
-        if step * 10 ** exponent <= target:
-            return float(step * 10 ** exponent)
-    return float(10 ** exponent)
+    decade = 10 ** np.floor(np.log10(target))  # <= target, so step 1 always fits
+    return float(next(step * decade for step in (5, 2, 1) if step * decade <= target))
 
 
 def _length_text(length: float, unit: str) -> str:
